@@ -1,0 +1,1 @@
+"""DICOM storage node: the DICOM-facing service (network handlers, index, durable storage)."""

@@ -1,0 +1,120 @@
+"""The node's configuration: one typed model, read from YAML, overridable from the command line.
+
+Every setting the node uses lives here so that an admin finds all knobs in one file
+(config.yaml) and the code never looks up loose keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DuplicatePolicy = Literal["reject", "keep", "overwrite"]
+
+
+class StrictModel(BaseModel):
+    """Reject unknown keys so a typo in config.yaml fails loudly instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkConfig(StrictModel):
+    ae_title: str = "SCP_NODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    max_associations: int = 10
+    max_pdu: int = 262_144
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+
+
+class PeerConfig(StrictModel):
+    """A remote AE seeded into the peer table at start-up (`scp-node ae` edits the table)."""
+
+    ae_title: str
+    host: str = ""
+    port: int = 104
+    permissions: list[str] = Field(default_factory=lambda: ["echo", "store", "get"])
+
+
+class AccessConfig(StrictModel):
+    # Operations allowed to calling AE titles that are not in the peer table.
+    unknown_peer_permissions: list[str] = Field(
+        default_factory=lambda: ["echo", "store", "get"]
+    )
+    peers: list[PeerConfig] = Field(default_factory=list)
+
+
+class CodecRule(StrictModel):
+    """Pick a codec for instances matching every given field (unset fields match anything)."""
+
+    modality: str | None = None
+    calling_ae: str | None = None
+    codec: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompressionConfig(StrictModel):
+    default_codec: str = "jpegxl"
+    default_options: dict[str, Any] = Field(default_factory=dict)
+    rules: list[CodecRule] = Field(default_factory=list)
+    # Fraction of instances `scp-node verify` fully decodes and compares (digests are always checked).
+    verify_sample: float = 0.1
+
+
+class QueueConfig(StrictModel):
+    # Empty: jobs run on in-process worker threads. Otherwise an RQ queue on this Redis.
+    redis_url: str = ""
+    name: str = "scp-node"
+    in_process_workers: int = 1
+    job_timeout_s: int = 3600
+
+
+class StorageConfig(StrictModel):
+    data_dir: Path = Path("./data")
+    # Empty: SQLite (WAL) at <data_dir>/index.sqlite.
+    database_url: str = ""
+    duplicate_policy: DuplicatePolicy = "overwrite"
+
+
+class NodeConfig(StrictModel):
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    access: AccessConfig = Field(default_factory=AccessConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> NodeConfig:
+        self.storage.data_dir = self.storage.data_dir.expanduser().resolve()
+        return self
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite:///{self.storage.data_dir / 'index.sqlite'}"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> NodeConfig:
+    """Read `path` (if given) and apply dotted overrides such as ``network.port=11113``.
+
+    Overrides whose value is None are skipped, so CLI flags that were not given change nothing.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            section = section.setdefault(key, {})
+        section[leaf] = value
+    return NodeConfig.model_validate(raw)

@@ -1,0 +1,255 @@
+"""The stored blob: a DICOM file cut around its pixel data, with the pixels coded.
+
+Layout: MAGIC, u32 header length, JSON header, then the segments named in the header
+(file meta, elements before Pixel Data, the Pixel Data element header, the payload, the bytes
+after Pixel Data), then the SHA-256 of everything before it. Rebuilding concatenates the
+segments with the payload decoded, so non-pixel bytes come back verbatim.
+
+Modes:
+- "verbatim": payload is the original Pixel Data value (already-lossy or undecodable data,
+  non-image objects, the passthrough policy). The file comes back byte for byte.
+- "coded": payload is a codec's bitstream of the pixel samples. Native input comes back byte
+  for byte; encapsulated (compressed) input comes back as Explicit VR Little Endian with the
+  same elements and the same decoded pixels, and its meta and Pixel Data header say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.pixels import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian
+
+from workers.codecs import Codec, ImageDescription, create_codec
+from workers.dicom_layout import FileLayout, PixelFormat, read_layout
+from workers.pixels import (
+    SampleMapping,
+    UnsupportedPixels,
+    native_from_words,
+    samples_from_words,
+    words_from_native,
+    words_from_samples,
+    words_from_values,
+)
+
+MAGIC = b"SCPBLOB1"
+SEGMENTS = ("meta", "head", "pixel_header", "payload", "tail")
+
+# Compressed syntaxes whose decoded pixels are exactly what the sender coded.
+LOSSLESS_ENCAPSULATED = {
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Process 14
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+}
+# Colour models that survive a decode to native pixels unchanged.
+NATIVE_PHOTOMETRICS = {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL"}
+
+
+class BlobError(ValueError):
+    """A blob is damaged or was written by a codec this build cannot decode."""
+
+
+class VerificationError(RuntimeError):
+    """Decoding the fresh blob did not give back the original: the blob must not be stored."""
+
+
+@dataclass(frozen=True)
+class EncodedInstance:
+    blob: bytes
+    mode: str
+    codec: str
+    pixel_bytes_in: int  # size of the Pixel Data value as received
+    pixel_bytes_out: int  # size of the payload that replaces it
+
+
+@dataclass(frozen=True)
+class RebuiltInstance:
+    data: bytes  # the Part-10 file
+    dataset_offset: int
+    dataset_sha256: str
+    transfer_syntax: str
+
+    @property
+    def dataset_bytes(self) -> bytes:
+        return self.data[self.dataset_offset :]
+
+
+def why_verbatim(layout: FileLayout) -> str | None:
+    """The reason this file's pixels must be kept as received, or None if they may be coded."""
+    if not layout.has_pixels:
+        return "no pixel data"
+    if str(layout.dataset.get("LossyImageCompression", "")) == "01":
+        return "already lossy"
+    if layout.encapsulated and layout.transfer_syntax not in LOSSLESS_ENCAPSULATED:
+        return f"compressed with {layout.transfer_syntax.name}"
+    fmt = PixelFormat.from_dataset(layout.dataset)
+    if fmt.photometric not in NATIVE_PHOTOMETRICS:
+        return f"photometric {fmt.photometric} changes when decoded"
+    if fmt.bits_allocated not in (8, 16) or fmt.samples not in (1, 3):
+        return f"{fmt.bits_allocated}-bit, {fmt.samples}-sample pixels"
+    return None
+
+
+def encode_instance(data: bytes, codec: Codec | None) -> EncodedInstance:
+    """Cut `data` (a Part-10 file) into a blob; code its pixels with `codec` unless None.
+
+    Verify before replace: the blob is decoded again here and must rebuild the expected
+    bytes; a mismatch raises VerificationError and nothing is returned.
+    """
+    layout = read_layout(data)
+    if codec is None or why_verbatim(layout) is not None:
+        header, segments = _verbatim(data, layout)
+    else:
+        header, segments = _coded(data, layout, codec)
+    blob = _pack(header, segments)
+    rebuilt = decode_instance(blob, codec)
+    if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
+        raise VerificationError(f"{header['codec']} blob does not rebuild the instance")
+    pixels_in = (layout.pixel_value_end or 0) - (layout.pixel_value_offset or 0)
+    return EncodedInstance(blob, header["mode"], header["codec"], pixels_in, len(segments["payload"]))
+
+
+def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
+    """Rebuild the file; checks the blob checksum and the rebuilt data set's digest."""
+    header, segments = unpack(blob)
+    if header["mode"] == "coded":
+        pixels = _decode_pixels(header, segments["payload"], codec)
+    else:
+        pixels = segments["payload"]
+    data = b"".join((segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"]))
+    dataset_offset = len(segments["meta"])
+    digest = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
+    if digest != header["output_sha256"]:
+        raise BlobError("rebuilt data set does not match its recorded SHA-256")
+    return RebuiltInstance(data, dataset_offset, digest, header["transfer_syntax"])
+
+
+def unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    if len(blob) < len(MAGIC) + 4 + 32 or not blob.startswith(MAGIC):
+        raise BlobError("not a scp-node blob")
+    body, checksum = blob[:-32], blob[-32:]
+    if hashlib.sha256(body).digest() != checksum:
+        raise BlobError("blob checksum mismatch (damaged on disk?)")
+    (header_length,) = struct.unpack_from("<I", body, len(MAGIC))
+    start = len(MAGIC) + 4
+    header = json.loads(body[start : start + header_length])
+    offset = start + header_length
+    segments = {}
+    for name, length in zip(SEGMENTS, header["segments"], strict=True):
+        segments[name] = body[offset : offset + length]
+        offset += length
+    return header, segments
+
+
+def _pack(header: dict[str, Any], segments: dict[str, bytes]) -> bytes:
+    header["segments"] = [len(segments[name]) for name in SEGMENTS]
+    header_bytes = json.dumps(header, sort_keys=True).encode()
+    body = b"".join([MAGIC, struct.pack("<I", len(header_bytes)), header_bytes, *(segments[n] for n in SEGMENTS)])
+    return body + hashlib.sha256(body).digest()
+
+
+def _split(data: bytes, layout: FileLayout) -> dict[str, bytes]:
+    if not layout.has_pixels:
+        return {"meta": data[: layout.dataset_offset], "head": data[layout.dataset_offset :],
+                "pixel_header": b"", "payload": b"", "tail": b""}
+    return {
+        "meta": data[: layout.dataset_offset],
+        "head": data[layout.dataset_offset : layout.pixel_header_offset],
+        "pixel_header": data[layout.pixel_header_offset : layout.pixel_value_offset],
+        "payload": data[layout.pixel_value_offset : layout.pixel_value_end],
+        "tail": data[layout.pixel_value_end :],
+    }
+
+
+def _verbatim(data: bytes, layout: FileLayout) -> tuple[dict[str, Any], dict[str, bytes]]:
+    header = {
+        "mode": "verbatim",
+        "codec": "passthrough",
+        "transfer_syntax": str(layout.transfer_syntax),
+        "output_sha256": hashlib.sha256(memoryview(data)[layout.dataset_offset :]).hexdigest(),
+    }
+    return header, _split(data, layout)
+
+
+def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any], dict[str, bytes]]:
+    fmt = PixelFormat.from_dataset(layout.dataset)
+    segments = _split(data, layout)
+    if layout.encapsulated:
+        words = _decoded_words(data, fmt)
+        little_endian = True
+        extra = b"\x00" if fmt.native_length % 2 else b""
+        segments["meta"] = _explicit_little_meta(data, layout)
+        segments["pixel_header"] = _native_pixel_header(fmt, fmt.native_length + len(extra))
+        transfer_syntax = str(ExplicitVRLittleEndian)
+    else:
+        little_endian = layout.transfer_syntax.is_little_endian
+        value = segments["payload"]
+        words = words_from_native(value, fmt, little_endian)
+        extra = value[fmt.native_length :]
+        transfer_syntax = str(layout.transfer_syntax)
+    native = native_from_words(words, fmt, little_endian) + extra
+    samples, mapping, desc = samples_from_words(words, fmt)
+    segments["payload"] = codec.encode(samples, desc)
+    header = {
+        "mode": "coded",
+        "codec": codec.name,
+        "codec_version": codec.version,
+        "codec_options": codec.options,
+        "transfer_syntax": transfer_syntax,
+        "pixel_format": fmt.__dict__,
+        "little_endian": little_endian,
+        "mapping": mapping.to_dict(),
+        "description": desc.to_dict(),
+        "extra": extra.hex(),
+        "output_sha256": hashlib.sha256(
+            b"".join((segments["head"], segments["pixel_header"], native, segments["tail"]))
+        ).hexdigest(),
+    }
+    return header, segments
+
+
+def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) -> bytes:
+    if codec is None or codec.name != header["codec"]:
+        codec = create_codec(header["codec"], **header["codec_options"])
+    if codec.version != header["codec_version"]:
+        raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
+    fmt = PixelFormat(**header["pixel_format"])
+    desc = ImageDescription(**header["description"])
+    samples = codec.decode(payload, desc)
+    words = words_from_samples(samples, SampleMapping(**header["mapping"]), fmt)
+    return native_from_words(words, fmt, header["little_endian"]) + bytes.fromhex(header["extra"])
+
+
+def _decoded_words(data: bytes, fmt: PixelFormat) -> np.ndarray:
+    try:
+        values = pixel_array(io.BytesIO(data), as_rgb=False)
+    except Exception as exc:
+        raise UnsupportedPixels(f"cannot decode compressed pixel data: {exc}") from exc
+    values = values.reshape(fmt.frames, fmt.rows, fmt.columns, fmt.samples).astype(np.int64)
+    return words_from_values(values, fmt)
+
+
+def _explicit_little_meta(data: bytes, layout: FileLayout) -> bytes:
+    meta = FileMetaDataset(layout.dataset.file_meta)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    stream = io.BytesIO()
+    stream.write(data[:132])  # preamble and 'DICM'
+    write_file_meta_info(stream, meta, enforce_standard=False)
+    return stream.getvalue()
+
+
+def _native_pixel_header(fmt: PixelFormat, length: int) -> bytes:
+    vr = b"OW" if fmt.bits_allocated > 8 else b"OB"
+    return struct.pack("<HH", 0x7FE0, 0x0010) + vr + b"\x00\x00" + struct.pack("<I", length)

@@ -1,0 +1,13 @@
+"""Pixel codecs: each turns an array of frames into bytes and back, and names its version."""
+
+from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
+from workers.codecs.registry import PASSTHROUGH, available_codecs, create_codec
+
+__all__ = [
+    "PASSTHROUGH",
+    "Codec",
+    "CodecUnavailable",
+    "ImageDescription",
+    "available_codecs",
+    "create_codec",
+]

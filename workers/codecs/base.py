@@ -1,0 +1,95 @@
+"""The codec interface every storage codec implements.
+
+Codecs see pixels only as unsigned integer arrays of shape (frames, rows, columns, samples)
+whose values fit in `ImageDescription.bit_depth` bits; mapping DICOM's signed and padded words
+to that form is `workers.pixels`' job, so a codec never deals with DICOM encoding rules.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class CodecUnavailable(RuntimeError):
+    """The codec cannot run here (missing library or weights); policy must not select it."""
+
+
+@dataclass(frozen=True)
+class ImageDescription:
+    frames: int
+    rows: int
+    columns: int
+    samples: int
+    bit_depth: int  # values are < 2**bit_depth; the array dtype is uint8 or uint16
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.frames, self.rows, self.columns, self.samples)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.bit_depth <= 8 else np.uint16)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Codec(ABC):
+    """A lossless (or declared lossy) image codec.
+
+    `version` is stored with every blob: bump it whenever the bitstream changes so old blobs
+    are decoded by code that understands them (or refused clearly).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    lossless: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abstractmethod
+    def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes: ...
+
+    @abstractmethod
+    def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray: ...
+
+
+class FrameCodec(Codec):
+    """A codec that codes every frame on its own, as the standard image codecs do.
+
+    The payload is a frame count, one length per frame, then the frames' bitstreams.
+    """
+
+    @abstractmethod
+    def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        """Code one (rows, columns, samples) frame."""
+
+    @abstractmethod
+    def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray: ...
+
+    def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes:
+        streams = [self.encode_frame(frame, desc.bit_depth) for frame in pixels]
+        header = struct.pack(f"<I{len(streams)}Q", len(streams), *map(len, streams))
+        return header + b"".join(streams)
+
+    def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
+        (count,) = struct.unpack_from("<I", payload)
+        lengths = struct.unpack_from(f"<{count}Q", payload, 4)
+        offset = 4 + 8 * count
+        out = np.empty(desc.shape, desc.dtype)
+        for index, length in enumerate(lengths):
+            frame = self.decode_frame(payload[offset : offset + length], desc)
+            out[index] = frame.reshape(desc.rows, desc.columns, desc.samples)
+            offset += length
+        return out
+
+
+def squeeze_samples(frame: np.ndarray) -> np.ndarray:
+    """Image libraries want (rows, columns) for one sample and (rows, columns, 3) for colour."""
+    return frame[..., 0] if frame.shape[-1] == 1 else frame

@@ -1,0 +1,36 @@
+"""Codec names as config and the CLI use them, mapped to implementations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.codecs.base import Codec, CodecUnavailable
+from workers.codecs.standard import DeflateCodec, Jpeg2000Codec, JpegLsCodec, JpegXlCodec
+
+# Policy name for "store the pixel data exactly as received, without re-encoding".
+PASSTHROUGH = "passthrough"
+
+_CODECS: dict[str, type[Codec]] = {
+    cls.name: cls for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec)
+}
+
+
+def available_codecs() -> list[str]:
+    return [name for name, cls in _CODECS.items() if getattr(cls, "available", True)]
+
+
+def create_codec(name: str, **options: Any) -> Codec:
+    try:
+        cls = _CODECS[name]
+    except KeyError:
+        known = ", ".join([*_CODECS, PASSTHROUGH])
+        raise CodecUnavailable(f"unknown codec {name!r} (known: {known})") from None
+    if not getattr(cls, "available", True):
+        raise CodecUnavailable(f"codec {name!r} is not available on this machine")
+    return cls(**options)
+
+
+def validate_codec_name(name: str) -> None:
+    """Fail at start-up, not on the first image, when config names a codec that cannot run."""
+    if name != PASSTHROUGH:
+        create_codec(name)

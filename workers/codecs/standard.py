@@ -1,0 +1,85 @@
+"""Standard lossless image codecs: CharLS (pyjpegls), libjxl and OpenJPEG (imagecodecs), zlib.
+
+JPEG-LS and JPEG XL are the node's storage codecs; JPEG 2000 and deflate are kept as
+references so that benchmarks and `scp-node codec try` compare against what PACS use today.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import imagecodecs
+import jpeg_ls
+import numpy as np
+
+from workers.codecs.base import FrameCodec, ImageDescription, squeeze_samples
+
+
+class JpegLsCodec(FrameCodec):
+    """Lossless JPEG-LS through pyjpegls (CharLS); imagecodecs' CharLS build fails on some
+    8-bit frames with "destination buffer is too small"."""
+
+    name = "jpegls"
+    available = True
+
+    def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        return bytes(jpeg_ls.encode_array(np.ascontiguousarray(squeeze_samples(frame))))
+
+    def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
+        return jpeg_ls.decode(np.frombuffer(data, np.uint8))
+
+
+class JpegXlCodec(FrameCodec):
+    """Lossless JPEG XL; option `effort` (1-9, default 7) trades encode time for size."""
+
+    name = "jpegxl"
+    available = bool(imagecodecs.JPEGXL.available)
+
+    def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        return bytes(
+            imagecodecs.jpegxl_encode(
+                np.ascontiguousarray(squeeze_samples(frame)),
+                lossless=True,
+                effort=int(self.options.get("effort", 7)),
+                bitspersample=bit_depth,
+                numthreads=1,
+            )
+        )
+
+    def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
+        return imagecodecs.jpegxl_decode(data, numthreads=1)
+
+
+class Jpeg2000Codec(FrameCodec):
+    """Reversible (5/3 wavelet) JPEG 2000, the lossless codec most PACS use."""
+
+    name = "jpeg2000"
+    available = bool(imagecodecs.JPEG2K.available)
+
+    def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        return bytes(
+            imagecodecs.jpeg2k_encode(
+                np.ascontiguousarray(squeeze_samples(frame)),
+                level=0,
+                reversible=True,
+                bitspersample=bit_depth,
+                numthreads=1,
+            )
+        )
+
+    def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
+        return imagecodecs.jpeg2k_decode(data, numthreads=1)
+
+
+class DeflateCodec(FrameCodec):
+    """zlib over the raw little-endian samples: what a ZIP archive of the pixels would cost."""
+
+    name = "deflate"
+    available = True
+
+    def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        return zlib.compress(np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9)
+
+    def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
+        dtype = "<u2" if desc.bit_depth > 8 else "u1"
+        return np.frombuffer(zlib.decompress(data), dtype).astype(desc.dtype)
