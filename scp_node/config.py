@@ -43,9 +43,7 @@ class PeerConfig(StrictModel):
 
 class AccessConfig(StrictModel):
     # Operations allowed to calling AE titles that are not in the peer table.
-    unknown_peer_permissions: list[str] = Field(
-        default_factory=lambda: ["echo", "store", "get"]
-    )
+    unknown_peer_permissions: list[str] = Field(default_factory=lambda: ["echo", "store", "get"])
     peers: list[PeerConfig] = Field(default_factory=list)
 
 

@@ -118,7 +118,9 @@ def encode_instance(data: bytes, codec: Codec | None) -> EncodedInstance:
     if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
         raise VerificationError(f"{header['codec']} blob does not rebuild the instance")
     pixels_in = (layout.pixel_value_end or 0) - (layout.pixel_value_offset or 0)
-    return EncodedInstance(blob, header["mode"], header["codec"], pixels_in, len(segments["payload"]))
+    return EncodedInstance(
+        blob, header["mode"], header["codec"], pixels_in, len(segments["payload"])
+    )
 
 
 def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
@@ -128,7 +130,9 @@ def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
         pixels = _decode_pixels(header, segments["payload"], codec)
     else:
         pixels = segments["payload"]
-    data = b"".join((segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"]))
+    data = b"".join(
+        (segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"])
+    )
     dataset_offset = len(segments["meta"])
     digest = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
     if digest != header["output_sha256"]:
@@ -156,14 +160,26 @@ def unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
 def _pack(header: dict[str, Any], segments: dict[str, bytes]) -> bytes:
     header["segments"] = [len(segments[name]) for name in SEGMENTS]
     header_bytes = json.dumps(header, sort_keys=True).encode()
-    body = b"".join([MAGIC, struct.pack("<I", len(header_bytes)), header_bytes, *(segments[n] for n in SEGMENTS)])
+    body = b"".join(
+        [
+            MAGIC,
+            struct.pack("<I", len(header_bytes)),
+            header_bytes,
+            *(segments[n] for n in SEGMENTS),
+        ]
+    )
     return body + hashlib.sha256(body).digest()
 
 
 def _split(data: bytes, layout: FileLayout) -> dict[str, bytes]:
     if not layout.has_pixels:
-        return {"meta": data[: layout.dataset_offset], "head": data[layout.dataset_offset :],
-                "pixel_header": b"", "payload": b"", "tail": b""}
+        return {
+            "meta": data[: layout.dataset_offset],
+            "head": data[layout.dataset_offset :],
+            "pixel_header": b"",
+            "payload": b"",
+            "tail": b"",
+        }
     return {
         "meta": data[: layout.dataset_offset],
         "head": data[layout.dataset_offset : layout.pixel_header_offset],
@@ -183,7 +199,9 @@ def _verbatim(data: bytes, layout: FileLayout) -> tuple[dict[str, Any], dict[str
     return header, _split(data, layout)
 
 
-def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _coded(
+    data: bytes, layout: FileLayout, codec: Codec
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     fmt = PixelFormat.from_dataset(layout.dataset)
     segments = _split(data, layout)
     if layout.encapsulated:
@@ -220,11 +238,29 @@ def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any
     return header, segments
 
 
+def extract_samples(data: bytes) -> tuple[np.ndarray, ImageDescription]:
+    """The codec input for a file, as the compress job builds it (for `codec try` and bench)."""
+    layout = read_layout(data)
+    reason = why_verbatim(layout)
+    if reason is not None:
+        raise UnsupportedPixels(reason)
+    fmt = PixelFormat.from_dataset(layout.dataset)
+    if layout.encapsulated:
+        words = _decoded_words(data, fmt)
+    else:
+        value = data[layout.pixel_value_offset : layout.pixel_value_end]
+        words = words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
+    samples, _, desc = samples_from_words(words, fmt)
+    return samples, desc
+
+
 def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) -> bytes:
     if codec is None or codec.name != header["codec"]:
         codec = create_codec(header["codec"], **header["codec_options"])
     if codec.version != header["codec_version"]:
-        raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
+        raise BlobError(
+            f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}"
+        )
     fmt = PixelFormat(**header["pixel_format"])
     desc = ImageDescription(**header["description"])
     samples = codec.decode(payload, desc)

@@ -91,13 +91,13 @@ def read_layout(data: bytes) -> FileLayout:
     """
     try:
         ds = dcmread(io.BytesIO(data), defer_size=256, force=False)
+        transfer_syntax = ds.file_meta.TransferSyntaxUID
+        offset = dataset_offset(data)
     except Exception as exc:
         raise InvalidDicomFile(f"cannot parse data set: {exc}") from exc
-    transfer_syntax = ds.file_meta.TransferSyntaxUID
-    dataset_offset = _dataset_offset(data)
     raw = ds._dict.get(PIXEL_DATA)
     if raw is None or transfer_syntax.is_deflated:
-        return FileLayout(dataset_offset, transfer_syntax, None, None, None, False, ds)
+        return FileLayout(offset, transfer_syntax, None, None, None, False, ds)
     value_offset = raw.value_tell
     encapsulated = raw.length == UNDEFINED_LENGTH
     if encapsulated:
@@ -113,7 +113,7 @@ def read_layout(data: bytes) -> FileLayout:
     header_length = 12 if explicit_long else 8
     del ds[PIXEL_DATA]
     return FileLayout(
-        dataset_offset=dataset_offset,
+        dataset_offset=offset,
         transfer_syntax=transfer_syntax,
         pixel_header_offset=value_offset - header_length,
         pixel_value_offset=value_offset,
@@ -136,7 +136,7 @@ def _encapsulated_end(data: bytes, offset: int) -> int:
     raise InvalidDicomFile("encapsulated pixel data truncated or malformed")
 
 
-def _dataset_offset(data: bytes) -> int:
+def dataset_offset(data: bytes) -> int:
     """Offset just after the file meta group (preamble + 'DICM' + group 0002)."""
     stream = io.BytesIO(data)
     read_preamble(stream, False)
@@ -150,4 +150,6 @@ def _check_native_length(ds: Dataset, length: int) -> None:
     except (AttributeError, TypeError, ValueError) as exc:
         raise InvalidDicomFile(f"pixel data without a valid image description: {exc}") from exc
     if length < fmt.native_length:
-        raise InvalidDicomFile(f"pixel data has {length} bytes, the image needs {fmt.native_length}")
+        raise InvalidDicomFile(
+            f"pixel data has {length} bytes, the image needs {fmt.native_length}"
+        )

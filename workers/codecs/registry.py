@@ -28,9 +28,3 @@ def create_codec(name: str, **options: Any) -> Codec:
     if not getattr(cls, "available", True):
         raise CodecUnavailable(f"codec {name!r} is not available on this machine")
     return cls(**options)
-
-
-def validate_codec_name(name: str) -> None:
-    """Fail at start-up, not on the first image, when config names a codec that cannot run."""
-    if name != PASSTHROUGH:
-        create_codec(name)

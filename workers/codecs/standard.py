@@ -78,7 +78,9 @@ class DeflateCodec(FrameCodec):
     available = True
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
-        return zlib.compress(np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9)
+        return zlib.compress(
+            np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9
+        )
 
     def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
         dtype = "<u2" if desc.bit_depth > 8 else "u1"

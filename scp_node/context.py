@@ -1,0 +1,39 @@
+"""Everything a running node (or worker) holds open: config, index, spool, blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scp_node.config import NodeConfig
+from scp_node.index.database import create_index_engine, session_factory, upgrade
+from scp_node.storage.blobs import BlobStore
+from scp_node.storage.spool import Spool
+
+
+@dataclass
+class NodeContext:
+    config: NodeConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    spool: Spool
+    blobs: BlobStore
+
+    @classmethod
+    def open(cls, config: NodeConfig, *, migrate: bool = True) -> NodeContext:
+        config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            upgrade(config.database_url)
+        engine = create_index_engine(config.database_url)
+        return cls(
+            config=config,
+            engine=engine,
+            sessions=session_factory(engine),
+            spool=Spool(config.storage.data_dir),
+            blobs=BlobStore(config.storage.data_dir),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,113 @@
+"""Patient / study / series / instance rows, the storage state of each instance, and peers."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StorageState(enum.StrEnum):
+    RECEIVED = "received"  # spooled and acknowledged, no job yet
+    QUEUED = "queued"  # a compress job was enqueued
+    COMPRESSED = "compressed"  # a verified blob holds the instance; the spool file is gone
+    FAILED = "failed"  # compression gave up; the spool file still holds the instance
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patient.id"), index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="", index=True)
+    series_number: Mapped[str] = mapped_column(String(12), default="")
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    instance_number: Mapped[str] = mapped_column(String(12), default="")
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    state: Mapped[str] = mapped_column(String(16), default=StorageState.RECEIVED, index=True)
+    # Part-10 file as received; its data set's SHA-256 is what byte-exact retrieval must match.
+    received_size: Mapped[int] = mapped_column(BigInteger)
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    spool_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Filled when a verified blob replaced the spool file.
+    codec: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    codec_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    pixel_bytes_in: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pixel_bytes_out: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stored_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    blob_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    blob_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Peer(Base):
+    """A remote AE the node knows: who may do what, and where C-MOVE may send."""
+
+    __tablename__ = "peer"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    port: Mapped[int] = mapped_column(Integer, default=104)
+    permissions: Mapped[str] = mapped_column(String(128), default="echo,store,get")
+
+    @property
+    def permission_set(self) -> set[str]:
+        return {p for p in self.permissions.split(",") if p}

@@ -1,0 +1,173 @@
+"""Reads and writes of the index that the handlers, jobs and CLI share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from scp_node.index.models import Instance, Patient, Peer, Series, StorageState, Study
+
+
+class DuplicateInstance(Exception):
+    """An instance with this SOP Instance UID is stored and policy says reject."""
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value)
+
+
+def _patient(session: Session, ds: Dataset) -> Patient:
+    patient_id = _text(ds, "PatientID")
+    patient = session.scalar(select(Patient).where(Patient.patient_id == patient_id))
+    if patient is None:
+        patient = Patient(patient_id=patient_id)
+        session.add(patient)
+    patient.patient_name = _text(ds, "PatientName")
+    patient.birth_date = _text(ds, "PatientBirthDate")
+    patient.sex = _text(ds, "PatientSex")
+    return patient
+
+
+def _study(session: Session, ds: Dataset) -> Study:
+    uid = _text(ds, "StudyInstanceUID")
+    study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+    if study is None:
+        study = Study(study_instance_uid=uid, patient=_patient(session, ds))
+        session.add(study)
+    study.study_date = _text(ds, "StudyDate")
+    study.study_time = _text(ds, "StudyTime")
+    study.accession_number = _text(ds, "AccessionNumber")
+    study.study_id = _text(ds, "StudyID")
+    study.study_description = _text(ds, "StudyDescription")
+    study.referring_physician_name = _text(ds, "ReferringPhysicianName")
+    return study
+
+
+def _series(session: Session, ds: Dataset) -> Series:
+    uid = _text(ds, "SeriesInstanceUID")
+    series = session.scalar(select(Series).where(Series.series_instance_uid == uid))
+    if series is None:
+        series = Series(series_instance_uid=uid, study=_study(session, ds))
+        session.add(series)
+    series.modality = _text(ds, "Modality")
+    series.series_number = _text(ds, "SeriesNumber")
+    series.series_description = _text(ds, "SeriesDescription")
+    return series
+
+
+def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
+    return session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+
+
+def record_received(
+    session: Session,
+    ds: Dataset,
+    *,
+    transfer_syntax_uid: str,
+    calling_ae: str,
+    spool_path: str,
+    size: int,
+    dataset_sha256: str,
+    existing: Instance | None,
+) -> Instance:
+    """Insert the instance (or replace `existing`) as received; the caller commits."""
+    instance = existing or Instance(sop_instance_uid=_text(ds, "SOPInstanceUID"))
+    instance.sop_class_uid = _text(ds, "SOPClassUID")
+    instance.series = _series(session, ds)
+    instance.instance_number = _text(ds, "InstanceNumber")
+    instance.transfer_syntax_uid = transfer_syntax_uid
+    instance.calling_ae = calling_ae
+    instance.state = StorageState.RECEIVED
+    instance.received_size = size
+    instance.dataset_sha256 = dataset_sha256
+    instance.spool_path = spool_path
+    instance.codec = None
+    instance.codec_fallback = False
+    instance.pixel_bytes_in = instance.pixel_bytes_out = instance.stored_size = None
+    instance.blob_path = instance.blob_sha256 = instance.error = None
+    session.add(instance)
+    return instance
+
+
+def instances_to_resume(session: Session) -> Sequence[str]:
+    """Acknowledged instances whose compress job may never have run (the node stopped)."""
+    pending = (StorageState.RECEIVED, StorageState.QUEUED)
+    return session.scalars(select(Instance.sop_instance_uid).where(Instance.state.in_(pending))).all()
+
+
+def instances_for_retrieve(
+    session: Session,
+    *,
+    patient_id: str = "",
+    study_uid: str = "",
+    series_uid: str = "",
+    sop_uids: Sequence[str] = (),
+) -> Sequence[Instance]:
+    query = select(Instance).join(Series).join(Study).join(Patient)
+    if patient_id:
+        query = query.where(Patient.patient_id == patient_id)
+    if study_uid:
+        query = query.where(Study.study_instance_uid.in_(study_uid.split("\\")))
+    if series_uid:
+        query = query.where(Series.series_instance_uid.in_(series_uid.split("\\")))
+    if sop_uids:
+        query = query.where(Instance.sop_instance_uid.in_(sop_uids))
+    return session.scalars(query.order_by(Instance.id)).all()
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    patients: int
+    studies: int
+    series: int
+    instances: int
+    by_state: dict[str, int]
+    by_codec: dict[str, int]
+    codec_fallbacks: int
+    received_bytes: int
+    stored_bytes: int  # blobs for compressed instances, spool files for the rest
+    pixel_bytes_in: int
+    pixel_bytes_out: int
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.received_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+def stats(session: Session) -> IndexStats:
+    def count(model: type) -> int:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+    def grouped(column) -> dict[str, int]:
+        rows = session.execute(select(column, func.count()).group_by(column)).all()
+        return {str(key): value for key, value in rows if key is not None}
+
+    def total(expression) -> int:
+        return int(session.scalar(select(func.coalesce(func.sum(expression), 0))) or 0)
+
+    return IndexStats(
+        patients=count(Patient),
+        studies=count(Study),
+        series=count(Series),
+        instances=count(Instance),
+        by_state=grouped(Instance.state),
+        by_codec=grouped(Instance.codec),
+        codec_fallbacks=total(case((Instance.codec_fallback, 1), else_=0)),
+        received_bytes=total(Instance.received_size),
+        stored_bytes=total(func.coalesce(Instance.stored_size, Instance.received_size)),
+        pixel_bytes_in=total(Instance.pixel_bytes_in),
+        pixel_bytes_out=total(Instance.pixel_bytes_out),
+    )
+
+
+def list_peers(session: Session) -> Sequence[Peer]:
+    return session.scalars(select(Peer).order_by(Peer.ae_title)).all()
+
+
+def find_peer(session: Session, ae_title: str) -> Peer | None:
+    return session.scalar(select(Peer).where(Peer.ae_title == ae_title))

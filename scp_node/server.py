@@ -1,0 +1,125 @@
+"""Assemble the pynetdicom AE: contexts, handlers, and the start-up recovery steps."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from scp_node.context import NodeContext
+from scp_node.handlers.echo import handle_echo
+from scp_node.handlers.get import handle_get
+from scp_node.handlers.store import handle_store
+from scp_node.index.models import Peer
+from scp_node.index.repository import find_peer, instances_to_resume
+from workers import jobs
+from workers.blob import LOSSLESS_ENCAPSULATED
+from workers.policy import validate_policy
+from workers.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+]
+# pynetdicom accepts the first syntax of this list that the requester proposed. Lossless
+# compressed first: the sender's own encoding is kept and nothing is converted on the way
+# in; lossy syntaxes last, so an offer of both never turns lossless data into lossy data.
+ACCEPTED_TRANSFER_SYNTAXES = [
+    *sorted(LOSSLESS_ENCAPSULATED),
+    *UNCOMPRESSED,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in LOSSLESS_ENCAPSULATED and ts not in UNCOMPRESSED),
+]
+
+
+def build_ae(context: NodeContext) -> AE:
+    network = context.config.network
+    # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
+    # so accepting one is a rename), and send stored files without decoding them.
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    tempfile.tempdir = str(context.spool.incoming)
+
+    ae = AE(ae_title=network.ae_title)
+    ae.maximum_associations = network.max_associations
+    ae.maximum_pdu_size = network.max_pdu
+    ae.acse_timeout = network.acse_timeout_s
+    ae.dimse_timeout = network.dimse_timeout_s
+    ae.network_timeout = network.network_timeout_s
+    ae.add_supported_context(Verification, UNCOMPRESSED)
+    for model in (
+        PatientRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelGet,
+    ):
+        ae.add_supported_context(model, UNCOMPRESSED)
+    # scu_role/scp_role: accept C-GET requesters that propose to act as Storage SCP.
+    for context_ in AllStoragePresentationContexts:
+        ae.add_supported_context(
+            context_.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+        )
+    return ae
+
+
+def recover(context: NodeContext, queue: JobQueue) -> int:
+    """Drop half-received files and re-enqueue acknowledged instances not yet compressed."""
+    context.spool.clean_incoming()
+    with context.sessions() as session:
+        pending = instances_to_resume(session)
+    for uid in pending:
+        queue.enqueue_compress(uid)
+    if pending:
+        log.info("re-enqueued %d instances left uncompressed", len(pending))
+    return len(pending)
+
+
+def seed_peers(context: NodeContext) -> None:
+    """Peers listed in config.yaml are added to the peer table (existing rows are kept)."""
+    with context.sessions() as session:
+        for peer in context.config.access.peers:
+            if find_peer(session, peer.ae_title) is None:
+                session.add(
+                    Peer(
+                        ae_title=peer.ae_title,
+                        host=peer.host,
+                        port=peer.port,
+                        permissions=",".join(peer.permissions),
+                    )
+                )
+        session.commit()
+
+
+def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAssociationServer | None:
+    validate_policy(context.config.compression)
+    jobs.bind(context)
+    seed_peers(context)
+    recover(context, queue)
+    handlers = [
+        (evt.EVT_C_ECHO, handle_echo, [context]),
+        (evt.EVT_C_STORE, handle_store, [context, queue]),
+        (evt.EVT_C_GET, handle_get, [context]),
+    ]
+    network = context.config.network
+    log.info(
+        "%s listening on %s:%d, data in %s",
+        network.ae_title,
+        network.host,
+        network.port,
+        context.config.storage.data_dir,
+    )
+    return build_ae(context).start_server((network.host, network.port), block=block, evt_handlers=handlers)

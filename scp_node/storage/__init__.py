@@ -1,0 +1,1 @@
+"""Durable files: the spool of received instances and the store of compressed blobs."""

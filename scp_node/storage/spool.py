@@ -1,0 +1,50 @@
+"""Received instances, exactly as they came off the wire, until a verified blob replaces them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from scp_node.storage.durable import publish, shard_path
+from workers.dicom_layout import FileLayout, read_layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpooledInstance:
+    path: Path
+    size: int
+    dataset_sha256: str
+    layout: FileLayout
+
+
+class Spool:
+    """`incoming/` holds transfers in progress (pynetdicom writes there), `spool/` holds
+    acknowledged files. Both are under the data dir so publishing is a same-disk rename."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.incoming = data_dir / "incoming"
+        self.root = data_dir / "spool"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def accept(self, received: Path, sop_instance_uid: str) -> SpooledInstance:
+        """Validate a received file and make it durable; raises InvalidDicomFile when malformed."""
+        data = received.read_bytes()
+        layout = read_layout(data)
+        digest = hashlib.sha256(memoryview(data)[layout.dataset_offset :]).hexdigest()
+        final = shard_path(self.root, sop_instance_uid, digest, ".dcm")
+        publish(received, final)
+        return SpooledInstance(final, len(data), digest, layout)
+
+    def clean_incoming(self) -> int:
+        """Drop transfers a crash interrupted: they were never acknowledged."""
+        leftovers = list(self.incoming.iterdir())
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            log.warning("removed %d half-received files from %s", len(leftovers), self.incoming)
+        return len(leftovers)

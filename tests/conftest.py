@@ -1,0 +1,168 @@
+"""Shared fixtures: real images, a running node (SQLite or PostgreSQL), dcmtk clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom.data
+from pydicom import dcmread
+import pytest
+from sqlalchemy import create_engine, text
+
+from scp_node.config import NodeConfig, load_config
+from scp_node.context import NodeContext
+from scp_node.server import start
+from workers.queue import InProcessQueue, JobQueue, open_queue
+
+IN_CI = os.environ.get("CI") == "true"
+SHARED_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a user's machine when a resource is missing; in CI a missing resource fails."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+def pydicom_data_dir() -> Path:
+    import data_store
+
+    return Path(data_store.__file__).parent / "data"
+
+
+def pydicom_test_file(name: str) -> Path:
+    return Path(pydicom.data.get_testdata_file(name))
+
+
+def shared_corpus() -> Path:
+    require(SHARED_CORPUS.is_dir(), f"{SHARED_CORPUS} is not present")
+    return SHARED_CORPUS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    require(shutil.which("storescu") is not None, "dcmtk (storescu, getscu) is not installed")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        return
+    name = f"scp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - reported as skip/fail below
+        require(False, f"PostgreSQL at 127.0.0.1:5432 unavailable: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@dataclass
+class RunningNode:
+    config: NodeConfig
+    context: NodeContext
+    queue: JobQueue
+    server: object
+
+    @property
+    def port(self) -> int:
+        return self.config.network.port
+
+    def wait_for_jobs(self) -> None:
+        assert isinstance(self.queue, InProcessQueue)
+        self.queue.join()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.queue.close()
+        self.context.close()
+
+
+def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeConfig:
+    return load_config(
+        None,
+        **{
+            "network.port": free_port(),
+            "storage.data_dir": str(tmp_path / "data"),
+            "storage.database_url": database_url,
+            **overrides,
+        },
+    )
+
+
+def start_node(config: NodeConfig) -> RunningNode:
+    context = NodeContext.open(config)
+    queue = open_queue(config.queue)
+    server = start(context, queue, block=False)
+    return RunningNode(config, context, queue, server)
+
+
+@pytest.fixture
+def node(tmp_path: Path, database_url: str) -> Iterator[RunningNode]:
+    running = start_node(make_config(tmp_path, database_url))
+    yield running
+    running.stop()
+
+
+# storescu proposes one family of syntaxes per run; this picks the one that sends a file as is.
+STORESCU_PROPOSAL = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+
+def storescu(port: int, files: list[Path], *extra: str) -> subprocess.CompletedProcess:
+    """Send `files` unconverted: one storescu run per transfer syntax family."""
+    groups: dict[str, list[str]] = {}
+    for path in files:
+        syntax = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        groups.setdefault(STORESCU_PROPOSAL.get(syntax, "-xe"), []).append(str(path))
+    outputs, code = [], 0
+    for proposal, paths in groups.items():
+        result = subprocess.run(
+            ["storescu", "-aet", "MODALITY", "-aec", "SCP_NODE", "-R", proposal, *extra,
+             "127.0.0.1", str(port), *paths],
+            capture_output=True, text=True, timeout=300,
+        )
+        outputs.append(result.stdout + result.stderr)
+        code = code or result.returncode
+    return subprocess.CompletedProcess(["storescu"], code, "".join(outputs), "")
+
+
+def getscu(port: int, out_dir: Path, keys: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = ["getscu", "-aet", "VIEWER", "-aec", "SCP_NODE", "+B", "-od", str(out_dir), *extra]
+    for key, value in keys.items():
+        args += ["-k", f"{key}={value}"]
+    return subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=300)

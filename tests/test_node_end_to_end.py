@@ -1,0 +1,115 @@
+"""storescu -> node -> getscu with real images, before and after compression."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from scp_node.index.models import Instance, StorageState
+from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, shared_corpus, storescu
+from workers.dicom_layout import dataset_offset
+
+# 8 to 16 bit, CT / MR / CR / US / RGB, multi-frame, odd sizes, compressed transfer syntaxes.
+PYDICOM_FILES = [
+    "CT_small.dcm",  # 16-bit signed CT
+    "MR_small.dcm",  # 16-bit MR
+    "MR_small_bigendian.dcm",  # Explicit VR Big Endian
+    "MR_small_implicit.dcm",  # Implicit VR
+    "MR_small_RLE.dcm",  # RLE lossless
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+    "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
+    "JPEG-LL.dcm",  # JPEG lossless process 14
+    "SC_rgb.dcm",  # 8-bit RGB
+    "SC_rgb_rle_2frame.dcm",  # multi-frame RLE colour
+    "US1_J2KR.dcm",
+    "emri_small.dcm",  # multi-frame MR
+    "SC_rgb_small_odd.dcm",  # odd size, tiny
+    "JPEG-lossy.dcm",  # already lossy: stored as received
+    "rtplan.dcm",  # no pixel data
+]
+PYDICOM_DATA_FILES = ["693_UNCR.dcm", "RG1_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm"]
+
+
+def _real_images() -> list[Path]:
+    """One file per SOP Instance UID (pydicom ships the same instance in several syntaxes)."""
+    files = [pydicom_test_file(name) for name in PYDICOM_FILES]
+    files += [pydicom_data_dir() / name for name in PYDICOM_DATA_FILES]
+    unique = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in reversed(files)}
+    return sorted(unique.values())
+
+
+def _dataset_sha(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha256(data[dataset_offset(data) :]).hexdigest()
+
+
+def _retrieve_all(node: RunningNode, tmp: Path, study_uids: set[str]) -> dict[str, Path]:
+    received: dict[str, Path] = {}
+    for study_uid in sorted(study_uids):
+        out = tmp / study_uid
+        result = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid})
+        assert result.returncode == 0, result.stdout + result.stderr
+        for path in out.iterdir():
+            received[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
+    return received
+
+
+def _check_retrieved(node: RunningNode, originals: list[Path], received: dict[str, Path]) -> None:
+    with node.context.sessions() as session:
+        instances = {i.sop_instance_uid: i for i in session.query(Instance)}
+    for original in originals:
+        source = dcmread(original)
+        instance = instances[str(source.SOPInstanceUID)]
+        if instance.sop_instance_uid not in received:
+            continue
+        back = received[instance.sop_instance_uid]
+        if dcmread(back, stop_before_pixels=True).file_meta.TransferSyntaxUID == instance.transfer_syntax_uid:
+            assert _dataset_sha(back) == instance.dataset_sha256, original.name
+        else:  # compressed input decoded, or converted for the requester: same elements and pixels
+            copy = dcmread(back)
+            for element in source:
+                # Decoding YBR_RCT/ICT JPEG 2000 yields RGB, and the element must say so.
+                if element.tag not in (0x7FE00010, 0x00280004):
+                    assert copy[element.tag].value == element.value, (original.name, element.tag)
+            if "PixelData" in source:
+                assert (copy.pixel_array == source.pixel_array).all(), original.name
+
+
+@pytest.mark.dcmtk
+def test_store_compress_retrieve_identical(node: RunningNode, tmp_path: Path, dcmtk: None) -> None:
+    files = _real_images()
+    result = storescu(node.port, files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study_uids = {str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in files}
+
+    before = _retrieve_all(node, tmp_path / "before", study_uids)  # may be served from the spool
+    node.wait_for_jobs()
+    with node.context.sessions() as session:
+        states = {i.sop_instance_uid: (i.state, i.codec) for i in session.query(Instance)}
+    assert len(states) == len(files)
+    assert {state for state, _ in states.values()} == {StorageState.COMPRESSED}
+    assert {codec for _, codec in states.values()} >= {"jpegxl", "passthrough"}
+    after = _retrieve_all(node, tmp_path / "after", study_uids)
+
+    # JPEG-lossy.dcm (12-bit JPEG Extended) is neither accepted by getscu nor decodable here.
+    unsendable = {str(dcmread(pydicom_test_file("JPEG-lossy.dcm"), stop_before_pixels=True).SOPInstanceUID)}
+    assert set(after) == set(before) == set(states) - unsendable
+    _check_retrieved(node, files, before)
+    _check_retrieved(node, files, after)
+
+
+@pytest.mark.dcmtk
+def test_shared_corpus_round_trip(node: RunningNode, tmp_path: Path, dcmtk: None) -> None:
+    """Every file of ../shared/corpus (CT, multi-vendor MR, enhanced multi-frame, compressed)."""
+    files = sorted(shared_corpus().rglob("*.dcm"))
+    result = storescu(node.port, files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    node.wait_for_jobs()
+    unique = {str(dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in files}
+    study_uids = {str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in unique.values()}
+    received = _retrieve_all(node, tmp_path / "out", study_uids)
+    assert set(received) == set(unique)
+    _check_retrieved(node, list(unique.values()), received)

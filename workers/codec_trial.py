@@ -1,0 +1,52 @@
+"""`scp-node codec try`: what a codec would do to an admin's own images, before enabling it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from workers.blob import extract_samples
+from workers.codecs import Codec
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    file: str
+    bytes: int
+    bpsp: float
+    max_abs_error: int
+    psnr: float | None  # None: identical pixels (infinite PSNR)
+    encode_s: float
+    decode_s: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def try_codec(codec: Codec, path: Path) -> TrialResult:
+    samples, desc = extract_samples(path.read_bytes())
+    start = time.perf_counter()
+    payload = codec.encode(samples, desc)
+    encoded = time.perf_counter()
+    decoded = codec.decode(payload, desc)
+    done = time.perf_counter()
+    error = decoded.astype(np.int64) - samples.astype(np.int64)
+    max_abs = int(np.abs(error).max()) if error.size else 0
+    return TrialResult(
+        file=str(path),
+        bytes=len(payload),
+        bpsp=8 * len(payload) / samples.size,
+        max_abs_error=max_abs,
+        psnr=_psnr(error, desc.bit_depth) if max_abs else None,
+        encode_s=encoded - start,
+        decode_s=done - encoded,
+    )
+
+
+def _psnr(error: np.ndarray, bit_depth: int) -> float:
+    peak = (1 << bit_depth) - 1
+    return 10 * math.log10(peak * peak / float(np.mean(error.astype(np.float64) ** 2)))

@@ -1,0 +1,122 @@
+"""The compress job: spool file -> codec -> verify -> blob -> index, then drop the spool file.
+
+Job functions take only a SOP Instance UID so RQ can pickle them; the process that runs them
+binds its NodeContext once with `bind()`. A job is idempotent: it re-reads the index, skips
+work already done, and a blob written twice lands on the same content-addressed path.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from scp_node.context import NodeContext
+from scp_node.index.models import StorageState
+from scp_node.index.repository import find_instance
+from workers.blob import EncodedInstance, VerificationError, encode_instance
+from workers.codecs import CodecUnavailable
+from workers.pixels import UnsupportedPixels
+from workers.policy import CodecCache, CodecChoice, choose_codec, fallback_chain
+
+log = logging.getLogger(__name__)
+
+_context: NodeContext | None = None
+_codecs = CodecCache()
+
+
+def bind(context: NodeContext) -> None:
+    global _context
+    _context = context
+
+
+def bound_context() -> NodeContext:
+    if _context is None:
+        raise RuntimeError("workers.jobs.bind() was not called in this process")
+    return _context
+
+
+def compress_instance(sop_instance_uid: str) -> str:
+    """Returns the codec that now holds the instance (RQ keeps it as the job result).
+
+    On failure the instance is marked failed (it stays served from the spool) and the
+    exception propagates so RQ records the job as failed too.
+    """
+    try:
+        return _compress(sop_instance_uid)
+    except Exception as exc:
+        log.exception("compress job for %s failed", sop_instance_uid)
+        mark_failed(sop_instance_uid, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _compress(sop_instance_uid: str) -> str:
+    context = bound_context()
+    with context.sessions() as session:
+        instance = find_instance(session, sop_instance_uid)
+        if instance is None or instance.state == StorageState.COMPRESSED:
+            return instance.codec if instance else "gone"
+        spool_path = instance.spool_path
+        modality = instance.series.modality
+        calling_ae = instance.calling_ae
+    data = Path(spool_path).read_bytes()
+    choice = choose_codec(context.config.compression, modality=modality, calling_ae=calling_ae)
+    encoded, fell_back = _encode_verified(data, choice, sop_instance_uid)
+    blob_path, blob_sha = context.blobs.put(sop_instance_uid, encoded.blob)
+    with context.sessions() as session:
+        instance = find_instance(session, sop_instance_uid)
+        if instance is None or instance.spool_path != spool_path:
+            log.info(
+                "instance %s changed while compressing; leaving it to its new job", sop_instance_uid
+            )
+            blob_path.unlink(missing_ok=True)
+            return "superseded"
+        instance.state = StorageState.COMPRESSED
+        instance.codec = encoded.codec
+        instance.codec_fallback = fell_back
+        instance.pixel_bytes_in = encoded.pixel_bytes_in
+        instance.pixel_bytes_out = encoded.pixel_bytes_out
+        instance.stored_size = len(encoded.blob)
+        instance.blob_path = str(blob_path)
+        instance.blob_sha256 = blob_sha
+        instance.spool_path = None
+        instance.error = None
+        session.commit()
+    Path(spool_path).unlink(missing_ok=True)
+    log.info(
+        "compressed %s with %s: pixels %d -> %d bytes",
+        sop_instance_uid,
+        encoded.codec,
+        encoded.pixel_bytes_in,
+        encoded.pixel_bytes_out,
+    )
+    return encoded.codec
+
+
+def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:
+    """Try the chosen codec, then the fallbacks; a fallback is logged and flagged in the index."""
+    failures = []
+    for attempt in fallback_chain(choice):
+        try:
+            encoded = encode_instance(data, _codecs.get(attempt))
+        except (
+            VerificationError,
+            UnsupportedPixels,
+            CodecUnavailable,
+            RuntimeError,
+            ValueError,
+        ) as exc:
+            failures.append(f"{attempt.name}: {exc}")
+            log.warning("codec %s failed on %s: %s", attempt.name, uid, exc)
+            continue
+        return encoded, attempt != choice
+    raise RuntimeError(f"no codec could store {uid}: {'; '.join(failures)}")
+
+
+def mark_failed(sop_instance_uid: str, error: str) -> None:
+    """The instance stays retrievable from its spool file; `error` tells the admin why."""
+    with bound_context().sessions() as session:
+        instance = find_instance(session, sop_instance_uid)
+        if instance is not None and instance.state != StorageState.COMPRESSED:
+            instance.state = StorageState.FAILED
+            instance.error = error
+            session.commit()

@@ -1,0 +1,68 @@
+"""Which codec stores an instance: config rules by modality and sending AE, first match wins."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from scp_node.config import CompressionConfig
+from workers.codecs import PASSTHROUGH, Codec, create_codec
+
+# Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
+STANDARD_FALLBACKS = ("jpegxl", "jpegls")
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        return self.name, tuple(sorted(self.options.items()))
+
+
+def choose_codec(config: CompressionConfig, *, modality: str, calling_ae: str) -> CodecChoice:
+    for rule in config.rules:
+        if rule.modality not in (None, modality):
+            continue
+        if rule.calling_ae not in (None, calling_ae):
+            continue
+        return CodecChoice(rule.codec, dict(rule.options))
+    return CodecChoice(config.default_codec, dict(config.default_options))
+
+
+def fallback_chain(choice: CodecChoice) -> list[CodecChoice]:
+    """The choice, then standard lossless codecs, ending with passthrough which cannot fail."""
+    chain = [choice]
+    chain += [CodecChoice(name) for name in STANDARD_FALLBACKS if name != choice.name]
+    if choice.name != PASSTHROUGH:
+        chain.append(CodecChoice(PASSTHROUGH))
+    return chain
+
+
+def validate_policy(config: CompressionConfig) -> None:
+    """Create every codec config names, so a bad name fails at start-up, not on an image."""
+    for choice in [CodecChoice(config.default_codec, config.default_options)] + [
+        CodecChoice(rule.codec, rule.options) for rule in config.rules
+    ]:
+        if choice.name != PASSTHROUGH:
+            create_codec(choice.name, **choice.options)
+
+
+class CodecCache:
+    """Codecs are built once per process and reused: learned codecs load weights only once."""
+
+    def __init__(self) -> None:
+        self._codecs: dict[tuple, Codec] = {}
+        self._lock = threading.Lock()
+
+    def get(self, choice: CodecChoice) -> Codec | None:
+        """The codec for `choice`, or None for passthrough (pixels stored as received)."""
+        if choice.name == PASSTHROUGH:
+            return None
+        with self._lock:
+            if choice.key not in self._codecs:
+                self._codecs[choice.key] = create_codec(choice.name, **choice.options)
+            return self._codecs[choice.key]

@@ -1,0 +1,99 @@
+"""Where compress jobs go: RQ on Redis when configured, else worker threads in the node.
+
+Both run the same job function (workers.jobs.compress_instance), so behaviour does not
+depend on the deployment; only durability of the queue itself does, which is why the node
+re-enqueues unfinished instances from the index at every start.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Protocol
+
+from redis import Redis
+from rq import Queue
+
+from scp_node.config import QueueConfig
+from workers import jobs
+
+log = logging.getLogger(__name__)
+
+
+class JobQueue(Protocol):
+    def enqueue_compress(self, sop_instance_uid: str) -> None: ...
+
+    def depth(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessQueue:
+    """Daemon threads draining a FIFO; `close()` finishes the job in hand, then stops."""
+
+    _STOP = object()
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"compress-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def enqueue_compress(self, sop_instance_uid: str) -> None:
+        self._jobs.put(sop_instance_uid)
+
+    def depth(self) -> int:
+        return self._jobs.qsize()
+
+    def join(self) -> None:
+        """Wait until every enqueued job has run (tests and `scp-node` shutdown use it)."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(self._STOP)
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            uid = self._jobs.get()
+            try:
+                if uid is self._STOP:
+                    return
+                jobs.compress_instance(uid)
+            except Exception:  # already logged and recorded by the job; keep the thread alive
+                pass
+            finally:
+                self._jobs.task_done()
+
+
+class RedisQueue:
+    def __init__(self, config: QueueConfig) -> None:
+        self._redis = Redis.from_url(config.redis_url)
+        self._queue = Queue(
+            config.name, connection=self._redis, default_timeout=config.job_timeout_s
+        )
+
+    @property
+    def rq_queue(self) -> Queue:
+        return self._queue
+
+    def enqueue_compress(self, sop_instance_uid: str) -> None:
+        self._queue.enqueue(jobs.compress_instance, sop_instance_uid, failure_ttl=7 * 24 * 3600)
+
+    def depth(self) -> int:
+        return self._queue.count
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_queue(config: QueueConfig) -> JobQueue:
+    if config.redis_url:
+        return RedisQueue(config)
+    return InProcessQueue(config.in_process_workers)
