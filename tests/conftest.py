@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom.data
-from pydicom import dcmread
 import pytest
+from pydicom import dcmread
 from sqlalchemy import create_engine, text
 
 from scp_node.config import NodeConfig, load_config
@@ -71,7 +71,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - reported as skip/fail below
+    except Exception as exc:
         require(False, f"PostgreSQL at 127.0.0.1:5432 unavailable: {exc}")
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     with admin.connect() as connection:
@@ -151,9 +151,22 @@ def storescu(port: int, files: list[Path], *extra: str) -> subprocess.CompletedP
     outputs, code = [], 0
     for proposal, paths in groups.items():
         result = subprocess.run(
-            ["storescu", "-aet", "MODALITY", "-aec", "SCP_NODE", "-R", proposal, *extra,
-             "127.0.0.1", str(port), *paths],
-            capture_output=True, text=True, timeout=300,
+            [
+                "storescu",
+                "-aet",
+                "MODALITY",
+                "-aec",
+                "SCP_NODE",
+                "-R",
+                proposal,
+                *extra,
+                "127.0.0.1",
+                str(port),
+                *paths,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         outputs.append(result.stdout + result.stderr)
         code = code or result.returncode

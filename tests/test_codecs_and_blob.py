@@ -14,8 +14,8 @@ from workers.blob import BlobError, decode_instance, encode_instance, extract_sa
 from workers.codecs import ImageDescription, available_codecs, create_codec
 from workers.dicom_layout import PixelFormat, dataset_offset
 from workers.jobs import _encode_verified
-from workers.policy import CodecChoice
 from workers.pixels import samples_from_words, words_from_samples
+from workers.policy import CodecChoice
 
 
 def _real_frames(bit_depth: int) -> tuple[np.ndarray, ImageDescription]:
@@ -97,8 +97,17 @@ def test_damaged_blob_is_detected() -> None:
 
 def test_signed_words_with_garbage_high_bits_are_kept() -> None:
     """12-bit signed data whose unused high bits are not a sign extension: code whole words."""
-    fmt = PixelFormat(rows=5, columns=7, frames=1, samples=1, bits_allocated=16, bits_stored=12,
-                      signed=True, planar=False, photometric="MONOCHROME2")
+    fmt = PixelFormat(
+        rows=5,
+        columns=7,
+        frames=1,
+        samples=1,
+        bits_allocated=16,
+        bits_stored=12,
+        signed=True,
+        planar=False,
+        photometric="MONOCHROME2",
+    )
     rng = np.random.default_rng(0)
     words = rng.integers(0, 1 << 16, size=(1, 5, 7, 1), dtype=np.uint16)
     samples, mapping, desc = samples_from_words(words, fmt)
@@ -120,3 +129,13 @@ def test_decode_on_other_thread_count_is_identical() -> None:
         digests = set(pool.map(lambda _: hashlib.sha256(decode_instance(blob).data).hexdigest(), range(4)))
     assert digests == {hashlib.sha256(data).hexdigest()}
     assert dataset_offset(data) > 0
+
+
+@pytest.mark.parametrize("codec_name", available_codecs())
+def test_multi_frame_with_a_dark_frame(codec_name: str) -> None:
+    """A 12-bit series whose second frame stays below 256 (JPEG-LS used to code it wrong)."""
+    samples, desc = _real_frames(12)
+    frames = np.concatenate([samples, samples >> 4])
+    desc = ImageDescription(2, desc.rows, desc.columns, 1, 12)
+    codec = create_codec(codec_name)
+    assert np.array_equal(codec.decode(codec.encode(frames, desc), desc), frames)

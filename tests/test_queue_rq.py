@@ -24,7 +24,7 @@ FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm"]
 def redis_queue_name() -> str:
     try:
         Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         require(False, f"Redis at {REDIS_URL} unavailable: {exc}")
     name = f"scp-test-{uuid.uuid4().hex[:10]}"
     yield name
@@ -37,7 +37,9 @@ def redis_queue_name() -> str:
 def test_rq_worker_compresses_and_retrieval_is_identical(
     tmp_path: Path, database_url: str, redis_queue_name: str, dcmtk: None
 ) -> None:
-    config = make_config(tmp_path, database_url, **{"queue.redis_url": REDIS_URL, "queue.name": redis_queue_name})
+    config = make_config(
+        tmp_path, database_url, **{"queue.redis_url": REDIS_URL, "queue.name": redis_queue_name}
+    )
     node = start_node(config)
     try:
         files = [pydicom_test_file(name) for name in FILES]
@@ -47,7 +49,9 @@ def test_rq_worker_compresses_and_retrieval_is_identical(
         config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
         worker = subprocess.run(
             [sys.executable, "-m", "scp_node.cli", "worker", "--burst", "--config", str(config_file)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert worker.returncode == 0, worker.stderr
         with node.context.sessions() as session:
@@ -56,12 +60,14 @@ def test_rq_worker_compresses_and_retrieval_is_identical(
         out = tmp_path / "out"
         for path in files:
             ds = dcmread(path, stop_before_pixels=True)
-            result = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ds.StudyInstanceUID})
+            result = getscu(
+                node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ds.StudyInstanceUID}
+            )
             assert result.returncode == 0
         for path in out.iterdir():
             data = path.read_bytes()
             instance = instances[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
-            assert hashlib.sha256(data[dataset_offset(data):]).hexdigest() == instance.dataset_sha256
+            assert hashlib.sha256(data[dataset_offset(data) :]).hexdigest() == instance.dataset_sha256
         assert len(list(out.iterdir())) == len(files)
     finally:
         node.stop()

@@ -118,9 +118,7 @@ def encode_instance(data: bytes, codec: Codec | None) -> EncodedInstance:
     if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
         raise VerificationError(f"{header['codec']} blob does not rebuild the instance")
     pixels_in = (layout.pixel_value_end or 0) - (layout.pixel_value_offset or 0)
-    return EncodedInstance(
-        blob, header["mode"], header["codec"], pixels_in, len(segments["payload"])
-    )
+    return EncodedInstance(blob, header["mode"], header["codec"], pixels_in, len(segments["payload"]))
 
 
 def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
@@ -130,9 +128,7 @@ def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
         pixels = _decode_pixels(header, segments["payload"], codec)
     else:
         pixels = segments["payload"]
-    data = b"".join(
-        (segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"])
-    )
+    data = b"".join((segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"]))
     dataset_offset = len(segments["meta"])
     digest = hashlib.sha256(memoryview(data)[dataset_offset:]).hexdigest()
     if digest != header["output_sha256"]:
@@ -199,9 +195,7 @@ def _verbatim(data: bytes, layout: FileLayout) -> tuple[dict[str, Any], dict[str
     return header, _split(data, layout)
 
 
-def _coded(
-    data: bytes, layout: FileLayout, codec: Codec
-) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any], dict[str, bytes]]:
     fmt = PixelFormat.from_dataset(layout.dataset)
     segments = _split(data, layout)
     if layout.encapsulated:
@@ -258,9 +252,7 @@ def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) 
     if codec is None or codec.name != header["codec"]:
         codec = create_codec(header["codec"], **header["codec_options"])
     if codec.version != header["codec_version"]:
-        raise BlobError(
-            f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}"
-        )
+        raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
     fmt = PixelFormat(**header["pixel_format"])
     desc = ImageDescription(**header["description"])
     samples = codec.decode(payload, desc)

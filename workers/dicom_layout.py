@@ -105,9 +105,7 @@ def read_layout(data: bytes) -> FileLayout:
     else:
         value_end = value_offset + raw.length
         if value_end > len(data):
-            raise InvalidDicomFile(
-                f"pixel data truncated: {len(data) - value_offset} of {raw.length} bytes"
-            )
+            raise InvalidDicomFile(f"pixel data truncated: {len(data) - value_offset} of {raw.length} bytes")
         _check_native_length(ds, raw.length)
     explicit_long = not transfer_syntax.is_implicit_VR
     header_length = 12 if explicit_long else 8
@@ -150,6 +148,4 @@ def _check_native_length(ds: Dataset, length: int) -> None:
     except (AttributeError, TypeError, ValueError) as exc:
         raise InvalidDicomFile(f"pixel data without a valid image description: {exc}") from exc
     if length < fmt.native_length:
-        raise InvalidDicomFile(
-            f"pixel data has {length} bytes, the image needs {fmt.native_length}"
-        )
+        raise InvalidDicomFile(f"pixel data has {length} bytes, the image needs {fmt.native_length}")

@@ -65,9 +65,7 @@ def _compress(sop_instance_uid: str) -> str:
     with context.sessions() as session:
         instance = find_instance(session, sop_instance_uid)
         if instance is None or instance.spool_path != spool_path:
-            log.info(
-                "instance %s changed while compressing; leaving it to its new job", sop_instance_uid
-            )
+            log.info("instance %s changed while compressing; leaving it to its new job", sop_instance_uid)
             blob_path.unlink(missing_ok=True)
             return "superseded"
         instance.state = StorageState.COMPRESSED

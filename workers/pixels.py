@@ -43,11 +43,7 @@ def check_codable(fmt: PixelFormat) -> None:
 def words_from_native(value: bytes, fmt: PixelFormat, little_endian: bool) -> np.ndarray:
     """The native pixel words as an array (frames, rows, columns, samples)."""
     check_codable(fmt)
-    dtype = (
-        np.dtype(np.uint8)
-        if fmt.bits_allocated == 8
-        else np.dtype("<u2" if little_endian else ">u2")
-    )
+    dtype = np.dtype(np.uint8) if fmt.bits_allocated == 8 else np.dtype("<u2" if little_endian else ">u2")
     flat = np.frombuffer(value, dtype, count=fmt.sample_count).astype(dtype.newbyteorder("="))
     if fmt.planar and fmt.samples > 1:
         return flat.reshape(fmt.frames, fmt.samples, fmt.rows, fmt.columns).transpose(0, 2, 3, 1)
@@ -65,9 +61,7 @@ def values_from_words(words: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     """Pixel values (int64) as Bits Stored and Pixel Representation define them."""
     values = words.astype(np.int64) & ((1 << fmt.bits_stored) - 1)
     if fmt.signed:
-        values = np.where(
-            values >= 1 << (fmt.bits_stored - 1), values - (1 << fmt.bits_stored), values
-        )
+        values = np.where(values >= 1 << (fmt.bits_stored - 1), values - (1 << fmt.bits_stored), values)
     return values
 
 

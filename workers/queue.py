@@ -37,8 +37,7 @@ class InProcessQueue:
     def __init__(self, workers: int) -> None:
         self._jobs: queue.Queue = queue.Queue()
         self._threads = [
-            threading.Thread(target=self._run, name=f"compress-{n}", daemon=True)
-            for n in range(workers)
+            threading.Thread(target=self._run, name=f"compress-{n}", daemon=True) for n in range(workers)
         ]
         for thread in self._threads:
             thread.start()
@@ -75,9 +74,7 @@ class InProcessQueue:
 class RedisQueue:
     def __init__(self, config: QueueConfig) -> None:
         self._redis = Redis.from_url(config.redis_url)
-        self._queue = Queue(
-            config.name, connection=self._redis, default_timeout=config.job_timeout_s
-        )
+        self._queue = Queue(config.name, connection=self._redis, default_timeout=config.job_timeout_s)
 
     @property
     def rq_queue(self) -> Queue:

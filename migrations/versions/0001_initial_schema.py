@@ -56,9 +56,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("study", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_study_patient_pk"), ["patient_pk"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_study_study_instance_uid"), ["study_instance_uid"], unique=True
-        )
+        batch_op.create_index(batch_op.f("ix_study_study_instance_uid"), ["study_instance_uid"], unique=True)
 
     op.create_table(
         "series",
@@ -111,9 +109,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("instance", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_instance_series_pk"), ["series_pk"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_instance_sop_instance_uid"), ["sop_instance_uid"], unique=True
-        )
+        batch_op.create_index(batch_op.f("ix_instance_sop_instance_uid"), ["sop_instance_uid"], unique=True)
         batch_op.create_index(batch_op.f("ix_instance_state"), ["state"], unique=False)
 
     # ### end Alembic commands ###

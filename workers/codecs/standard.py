@@ -23,6 +23,10 @@ class JpegLsCodec(FrameCodec):
     available = True
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
+        # pyjpegls takes the bit depth from the frame's maximum: a 16-bit frame whose values
+        # fit in 8 bits must be handed over as 8-bit samples or CharLS codes the wrong bytes.
+        if frame.dtype != np.uint8 and int(frame.max(initial=0)) < 256:
+            frame = frame.astype(np.uint8)
         return bytes(jpeg_ls.encode_array(np.ascontiguousarray(squeeze_samples(frame))))
 
     def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
@@ -78,9 +82,7 @@ class DeflateCodec(FrameCodec):
     available = True
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
-        return zlib.compress(
-            np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9
-        )
+        return zlib.compress(np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9)
 
     def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
         dtype = "<u2" if desc.bit_depth > 8 else "u1"

@@ -1,0 +1,436 @@
+"""Benchmark the node's lossless codecs on folders of DICOM files (issue 2).
+
+Pixels take the same path as when the node stores a file (`workers.dicom_layout`,
+`workers.blob`, `workers.pixels`), so the numbers describe what the node would store, not what
+a codec does on idealised arrays. Every round trip is checked bit for bit: a codec that loses
+anything on an image is counted as failed there and left out of its sizes and speeds, never
+averaged away, and the run exits with status 1.
+
+    python bench/codec_bench.py FOLDER [FOLDER ...] [--codecs jpegls,jpegxl] [--out bench/out]
+        [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from workers.blob import _decoded_words, why_verbatim
+from workers.codecs import (
+    Codec,
+    CodecUnavailable,
+    ImageDescription,
+    available_codecs,
+    create_codec,
+)
+from workers.dicom_layout import FileLayout, InvalidDicomFile, PixelFormat, read_layout
+from workers.pixels import UnsupportedPixels, samples_from_words, words_from_native
+
+# Modalities reported on their own; CR and DX are both projection radiography, so one group.
+MODALITY_GROUPS = {"CR": "CR/DX", "DX": "CR/DX", "MG": "MG", "CT": "CT", "MR": "MR", "US": "US"}
+GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT")
+OVERALL = "all"
+TABLE_HEADER = ("codec", "images", "failed", "bpsp", "ratio", "enc MPix/s", "dec MPix/s")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One distinct image as the node would hand it to a codec."""
+
+    path: Path
+    modality: str
+    samples: np.ndarray
+    desc: ImageDescription
+    bits_allocated: int
+
+    @property
+    def pixel_count(self) -> int:
+        return self.desc.frames * self.desc.rows * self.desc.columns
+
+    @property
+    def sample_count(self) -> int:
+        return self.pixel_count * self.desc.samples
+
+    @property
+    def native_bytes(self) -> int:
+        """Size of the pixels stored natively (uncompressed), the baseline of the ratio."""
+        return self.sample_count * self.bits_allocated // 8
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file the benchmark leaves out, and why: the node would not code its pixels either."""
+
+    path: Path
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Corpus:
+    images: list[Image] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)  # duplicate path -> kept path
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    """One codec on one image; the measures are None when the codec raised."""
+
+    path: str
+    modality: str
+    codec: str
+    shape: tuple[int, int, int, int]
+    bit_depth: int
+    pixels: int
+    samples: int
+    native_bytes: int
+    exact: bool
+    error: str | None
+    payload_bytes: int | None = None
+    bpsp: float | None = None
+    ratio: float | None = None
+    encode_mpix_s: float | None = None
+    decode_mpix_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Totals over the bit-exact results of one codec in one modality group."""
+
+    codec: str
+    images: int
+    failed: int
+    bpsp: float
+    ratio: float
+    encode_mpix_s: float
+    decode_mpix_s: float
+
+
+def iter_files(folders: Iterable[Path]) -> Iterator[Path]:
+    """Every file under the folders once, in a stable order so duplicates resolve the same way."""
+    seen: set[Path] = set()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.resolve() not in seen:
+                seen.add(path.resolve())
+                yield path
+
+
+def modality_group(layout: FileLayout) -> str:
+    return MODALITY_GROUPS.get(str(layout.dataset.get("Modality", "")).strip().upper(), "OT")
+
+
+def pixel_words(data: bytes, layout: FileLayout, fmt: PixelFormat) -> np.ndarray:
+    """The pixel words as the node's coder sees them: native as stored, encapsulated decoded."""
+    if layout.encapsulated:
+        return _decoded_words(data, fmt)
+    value = data[layout.pixel_value_offset : layout.pixel_value_end]
+    return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
+
+
+def load_image(path: Path) -> Image | Skip:
+    """Read one file into codec samples, or say why the node would keep its pixels verbatim."""
+    data = path.read_bytes()
+    try:
+        layout = read_layout(data)
+    except InvalidDicomFile as exc:
+        return Skip(path, "not a readable DICOM file", str(exc))
+    reason = why_verbatim(layout)
+    if reason is not None:
+        return Skip(path, reason)
+    fmt = PixelFormat.from_dataset(layout.dataset)
+    try:
+        words = pixel_words(data, layout, fmt)
+    except UnsupportedPixels as exc:
+        return Skip(path, "pixels not codable", str(exc))
+    samples, _, desc = samples_from_words(words, fmt)
+    return Image(path, modality_group(layout), samples, desc, fmt.bits_allocated)
+
+
+def pixel_key(samples: np.ndarray) -> str:
+    """Identity of the decoded pixels: the same image in another transfer syntax counts once."""
+    digest = hashlib.sha256(repr(samples.shape).encode())
+    digest.update(samples.tobytes())
+    return digest.hexdigest()
+
+
+def load_corpus(folders: Iterable[Path]) -> Corpus:
+    corpus = Corpus()
+    kept: dict[str, Path] = {}
+    for path in iter_files(folders):
+        corpus.files += 1
+        loaded = load_image(path)
+        if isinstance(loaded, Skip):
+            corpus.skipped.append(loaded)
+            continue
+        key = pixel_key(loaded.samples)
+        if key in kept:
+            corpus.duplicates[str(path)] = str(kept[key])
+            continue
+        kept[key] = path
+        corpus.images.append(loaded)
+    return corpus
+
+
+def measure(codec: Codec, image: Image) -> Result:
+    """Encode, decode and compare once; a crash is a failed round trip, not an abort."""
+    base = {
+        "path": str(image.path),
+        "modality": image.modality,
+        "codec": codec.name,
+        "shape": image.desc.shape,
+        "bit_depth": image.desc.bit_depth,
+        "pixels": image.pixel_count,
+        "samples": image.sample_count,
+        "native_bytes": image.native_bytes,
+    }
+    try:
+        start = time.perf_counter()
+        payload = codec.encode(image.samples, image.desc)
+        encoded = time.perf_counter()
+        decoded = codec.decode(payload, image.desc)
+        decoded_at = time.perf_counter()
+    except Exception as exc:  # any codec error must end up in the report
+        return Result(**base, exact=False, error=f"{type(exc).__name__}: {exc}")
+    exact = decoded.shape == image.samples.shape and np.array_equal(decoded, image.samples)
+    return Result(
+        **base,
+        exact=exact,
+        error=None if exact else "decoded pixels differ from the input",
+        payload_bytes=len(payload),
+        bpsp=8 * len(payload) / image.sample_count,
+        ratio=image.native_bytes / len(payload),
+        encode_mpix_s=image.pixel_count / (encoded - start) / 1e6,
+        decode_mpix_s=image.pixel_count / (decoded_at - encoded) / 1e6,
+    )
+
+
+def run_codecs(codecs: Sequence[Codec], images: Sequence[Image]) -> list[Result]:
+    return [measure(codec, image) for codec in codecs for image in images]
+
+
+def summarise(codec: str, results: Sequence[Result]) -> Summary:
+    """Size totals (not means of per-image ratios), so large images weigh as much as they cost."""
+    exact = [r for r in results if r.exact]
+    failed = len(results) - len(exact)
+    if not exact:
+        return Summary(codec, 0, failed, math.nan, math.nan, math.nan, math.nan)
+    payload = sum(r.payload_bytes or 0 for r in exact)
+    return Summary(
+        codec=codec,
+        images=len(exact),
+        failed=failed,
+        bpsp=8 * payload / sum(r.samples for r in exact),
+        ratio=sum(r.native_bytes for r in exact) / payload,
+        encode_mpix_s=statistics.median(r.encode_mpix_s or math.nan for r in exact),
+        decode_mpix_s=statistics.median(r.decode_mpix_s or math.nan for r in exact),
+    )
+
+
+def summaries_by_group(codecs: Sequence[str], results: Sequence[Result]) -> dict[str, list[Summary]]:
+    """Per modality group in GROUP_ORDER (only groups with images), then all images together."""
+    present = {r.modality for r in results}
+    groups = [g for g in GROUP_ORDER if g in present] + [OVERALL]
+    return {
+        group: [
+            summarise(codec, [r for r in results if r.codec == codec and group in (OVERALL, r.modality)])
+            for codec in codecs
+        ]
+        for group in groups
+    }
+
+
+def table_rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
+    """Formatted once, so the text and Markdown tables show the very same numbers."""
+
+    def number(value: float, digits: int) -> str:
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+    return [
+        (
+            s.codec,
+            str(s.images),
+            str(s.failed),
+            number(s.bpsp, 3),
+            number(s.ratio, 2),
+            number(s.encode_mpix_s, 2),
+            number(s.decode_mpix_s, 2),
+        )
+        for s in summaries
+    ]
+
+
+def text_table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in [TABLE_HEADER, *rows]) for i in range(len(TABLE_HEADER))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [TABLE_HEADER, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[tuple[str, ...]]) -> str:
+    lines = [
+        "| " + " | ".join(TABLE_HEADER) + " |",
+        "|---" + "|---:" * (len(TABLE_HEADER) - 1) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def group_title(group: str, results: Sequence[Result]) -> str:
+    count = len({r.path for r in results if group in (OVERALL, r.modality)})
+    return f"{group} ({count} images)"
+
+
+def run_lines(started: datetime) -> list[str]:
+    """Enough to reproduce the run and to compare its speeds: the command, when, and where."""
+    return [
+        f"command: python {shlex.join(sys.argv)}",
+        f"date: {started.isoformat(timespec='seconds')}",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+    ]
+
+
+def corpus_lines(corpus: Corpus) -> list[str]:
+    """What went in: files read, skipped by reason, duplicates dropped, images kept per group."""
+    per_group = Counter(image.modality for image in corpus.images)
+    lines = [
+        f"files: {corpus.files}, skipped: {len(corpus.skipped)}, "
+        f"duplicate pixels: {len(corpus.duplicates)}, distinct images: {len(corpus.images)} "
+        f"({', '.join(f'{g} {per_group[g]}' for g in GROUP_ORDER if per_group[g])})"
+    ]
+    reasons = Counter(skip.reason for skip in corpus.skipped)
+    lines += [f"skipped {count}: {reason}" for reason, count in reasons.most_common()]
+    return lines
+
+
+def failure_lines(results: Sequence[Result]) -> list[str]:
+    return [f"FAILED {r.codec} on {r.path}: {r.error}" for r in results if not r.exact]
+
+
+def report_text(
+    header: list[str], corpus: Corpus, results: Sequence[Result], groups: dict[str, list[Summary]]
+) -> str:
+    parts = ["\n".join(header + corpus_lines(corpus))]
+    parts += [f"{group_title(g, results)}\n{text_table(table_rows(s))}" for g, s in groups.items()]
+    parts.append("\n".join(failure_lines(results)) or "all round trips bit-exact")
+    return "\n\n".join(parts) + "\n"
+
+
+def report_markdown(
+    header: list[str], corpus: Corpus, results: Sequence[Result], groups: dict[str, list[Summary]]
+) -> str:
+    parts = ["\n".join(f"- {line}" for line in header + corpus_lines(corpus))]
+    parts += [f"#### {group_title(g, results)}\n\n{markdown_table(table_rows(s))}" for g, s in groups.items()]
+    failures = failure_lines(results)
+    parts.append("\n".join(f"- {line}" for line in failures) or "All round trips bit-exact.")
+    return "\n\n".join(parts) + "\n"
+
+
+def plot_bpsp(groups: dict[str, list[Summary]], path: Path) -> None:
+    """Grouped bars: one group per modality, one bar per codec (lower is better)."""
+    figure = Figure(figsize=(max(6.0, 1.6 * len(groups)), 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    codecs = [s.codec for s in next(iter(groups.values()))]
+    width = 0.8 / len(codecs)
+    for index, codec in enumerate(codecs):
+        positions = [g + (index - (len(codecs) - 1) / 2) * width for g in range(len(groups))]
+        values = [summaries[index].bpsp for summaries in groups.values()]
+        axes.bar(positions, values, width, label=codec)
+    axes.set_xticks(range(len(groups)), list(groups))
+    axes.set_ylabel("bits per sub-pixel (lower is better)")
+    axes.set_title("Lossless codecs: bits per sub-pixel by modality")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def write_json(
+    path: Path,
+    header: list[str],
+    corpus: Corpus,
+    results: Sequence[Result],
+    groups: dict[str, list[Summary]],
+) -> None:
+    document = {
+        "run": header,
+        "files": corpus.files,
+        "skipped": [{"path": str(s.path), "reason": s.reason, "detail": s.detail} for s in corpus.skipped],
+        "duplicates": corpus.duplicates,
+        "summary": {g: [asdict(s) for s in summaries] for g, summaries in groups.items()},
+        "results": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def codec_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one codec")
+    return names
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    parser.add_argument(
+        "--codecs",
+        type=codec_list,
+        default=",".join(available_codecs()),  # argparse runs `type` on a string default
+        help="comma-separated codec names (default: every available codec: %(default)s)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="plot and JSON folder")
+    parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        if not folder.is_dir():
+            parser.error(f"not a folder: {folder}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    header = run_lines(datetime.now(UTC))
+    try:  # an unknown or unusable codec fails here, before minutes of work
+        codecs = [create_codec(name) for name in args.codecs]
+    except CodecUnavailable as exc:
+        sys.exit(f"codec_bench: {exc}")
+    corpus = load_corpus(args.folders)
+    results = run_codecs(codecs, corpus.images)
+    groups = summaries_by_group(args.codecs, results)
+    print(report_text(header, corpus, results, groups), end="")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_bpsp(groups, args.out / "bpsp_by_modality.png")
+    write_json(args.out / "results.json", header, corpus, results, groups)
+    if args.markdown:
+        args.markdown.write_text(report_markdown(header, corpus, results, groups))
+    return 1 if any(not r.exact for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

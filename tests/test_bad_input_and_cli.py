@@ -1,0 +1,129 @@
+"""Bad input gets a failure status and the node keeps serving; restart recovery; the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from scp_node.index.models import Instance, StorageState
+from tests.conftest import RunningNode, make_config, pydicom_test_file, start_node
+
+
+def _scu_association(node: RunningNode):
+    ae = AE(ae_title="BADPEER")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    return assoc
+
+
+def test_bad_input_gets_failure_status_and_node_keeps_serving(node: RunningNode) -> None:
+    assoc = _scu_association(node)
+    truncated = dcmread(pydicom_test_file("CT_small.dcm"))
+    truncated.PixelData = truncated.PixelData[:1000]
+    assert assoc.send_c_store(truncated).Status == 0xC000
+
+    other_uid = dcmread(pydicom_test_file("CT_small.dcm"))
+    other_uid.SOPInstanceUID = "1.2.3.4.5"
+    status = assoc.send_c_store(other_uid)  # request and data set disagree on the UID
+    assert status.Status == 0x0000  # pynetdicom takes the request UID from the data set
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.abort()  # a peer that drops the connection
+
+    assoc = _scu_association(node)
+    assert assoc.send_c_store(dcmread(pydicom_test_file("CT_small.dcm"))).Status == 0x0000
+    assoc.release()
+    node.wait_for_jobs()
+    with node.context.sessions() as session:
+        assert session.query(Instance).count() == 2
+
+
+def test_restart_requeues_and_cleans_half_received(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"queue.in_process_workers": 0}
+    )
+    node = start_node(config)  # no worker threads: instances stay queued, as after a crash
+    assoc = _scu_association(node)
+    assert assoc.send_c_store(dcmread(pydicom_test_file("CT_small.dcm"))).Status == 0x0000
+    assoc.release()
+    node.stop()
+    half = config.storage.data_dir / "incoming" / "tmpXYZ.dcm"
+    half.write_bytes(b"\0" * 100)
+
+    restarted = start_node(
+        config.model_copy(update={"queue": config.queue.model_copy(update={"in_process_workers": 1})})
+    )
+    try:
+        restarted.wait_for_jobs()
+        assert not half.exists()
+        with restarted.context.sessions() as session:
+            assert [i.state for i in session.query(Instance)] == [StorageState.COMPRESSED]
+    finally:
+        restarted.stop()
+
+
+def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scp_node.cli", *args, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_ae_stats_verify_codec_try(node: RunningNode, tmp_path: Path) -> None:
+    assoc = _scu_association(node)
+    assert assoc.send_c_store(dcmread(pydicom_test_file("CT_small.dcm"))).Status == 0x0000
+    assoc.release()
+    node.wait_for_jobs()
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(node.config.model_dump(mode="json")))
+
+    assert (
+        _cli(config_file, "ae", "add", "CT1", "--host", "10.0.0.5", "--permissions", "echo,store").returncode
+        == 0
+    )
+    assert "CT1" in _cli(config_file, "ae", "list").stdout
+    assert _cli(config_file, "ae", "add", "BAD", "--permissions", "fly").returncode == 2
+    assert _cli(config_file, "ae", "remove", "CT1").returncode == 0
+    assert "CT1" not in _cli(config_file, "ae", "list").stdout
+
+    stats = json.loads(_cli(config_file, "stats", "--json").stdout)
+    assert stats["instances"] == 1 and stats["by_state"] == {"compressed": 1}
+    assert stats["compression_ratio"] > 1.0 and stats["queue_depth"] == 0
+
+    verify = _cli(config_file, "verify", "--sample", "1.0")
+    assert verify.returncode == 0 and "problems 0" in verify.stdout
+    with node.context.sessions() as session:
+        blob = Path(session.query(Instance).one().blob_path)
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
+    assert _cli(config_file, "verify", "--sample", "1.0").returncode == 1
+
+    trial = _cli(
+        config_file, "codec", "try", "--codec", "jpegls", "--json", str(pydicom_test_file("MR_small.dcm"))
+    )
+    result = json.loads(trial.stdout.splitlines()[0])
+    assert set(result) == {"file", "bytes", "bpsp", "max_abs_error", "psnr", "encode_s", "decode_s"}
+    assert result["max_abs_error"] == 0 and 0 < result["bpsp"] < 16
+
+
+def test_unauthorised_peer_is_refused(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, f"sqlite:///{tmp_path / 'i.sqlite'}", **{"access.unknown_peer_permissions": ["echo"]}
+    )
+    node = start_node(config)
+    try:
+        assoc = _scu_association(node)
+        assert assoc.send_c_echo().Status == 0x0000
+        assert assoc.send_c_store(dcmread(pydicom_test_file("CT_small.dcm"))).Status == 0x0124
+        assoc.release()
+    finally:
+        node.stop()
