@@ -63,7 +63,7 @@ def handle_get(event: Event, context: NodeContext) -> Iterator[Any]:
     try:
         for sop_uid in uids:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield status.CANCEL, None
                 return
             yield status.PENDING, _outgoing(context, event, sop_uid)
     finally:
