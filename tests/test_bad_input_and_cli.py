@@ -9,8 +9,15 @@ from pathlib import Path
 
 import yaml
 from pydicom import dcmread
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, Verification
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    MRImageStorage,
+    PatientRootQueryRetrieveInformationModelGet,
+    SecondaryCaptureImageStorage,
+    Verification,
+)
 
 from scp_node.index.models import Instance, StorageState
 from tests.conftest import RunningNode, make_config, pydicom_test_file, start_node
@@ -127,3 +134,50 @@ def test_unauthorised_peer_is_refused(tmp_path: Path) -> None:
         assoc.release()
     finally:
         node.stop()
+
+
+def test_get_image_level_with_a_list_of_uids(node: RunningNode, tmp_path: Path) -> None:
+    """C-GET with a UID list (list matching) returns exactly the listed instances."""
+    files = [pydicom_test_file(name) for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm")]
+    assoc = _scu_association_all(node)
+    for path in files:
+        assert assoc.send_c_store(dcmread(path)).Status == 0x0000
+    assoc.release()
+    wanted = [dcmread(f, stop_before_pixels=True) for f in files[:2]]
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.SOPInstanceUID = [str(ds.SOPInstanceUID) for ds in wanted]
+    received = []
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    roles = []
+    for sop_class in (CTImageStorage, MRImageStorage):
+        ae.add_requested_context(sop_class)
+        roles.append(build_role(sop_class, scp_role=True))
+
+    def on_store(event):
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    assoc = ae.associate(
+        "127.0.0.1",
+        node.port,
+        ae_title="SCP_NODE",
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    statuses = [
+        s.Status for s, _ in assoc.send_c_get(identifier, PatientRootQueryRetrieveInformationModelGet)
+    ]
+    assoc.release()
+    assert statuses[-1] == 0x0000
+    assert sorted(received) == sorted(str(ds.SOPInstanceUID) for ds in wanted)
+
+
+def _scu_association_all(node: RunningNode):
+    ae = AE(ae_title="MODALITY")
+    for sop_class in (CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    return assoc

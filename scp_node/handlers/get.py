@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pynetdicom.events import Event
 
@@ -77,20 +78,23 @@ def _matching_instances(context: NodeContext, identifier: Dataset) -> list[str]:
     missing = [key for key in LEVEL_KEYS[level][-1:] if not identifier.get(key)]
     if missing:
         raise ValueError(f"{level} level needs {missing[0]}")
-    sop_uids = identifier.get("SOPInstanceUID", "") if level == "IMAGE" else ""
     with context.sessions() as session:
         instances = instances_for_retrieve(
             session,
             patient_id=str(identifier.get("PatientID", "") or ""),
-            study_uid=str(identifier.get("StudyInstanceUID", "") or ""),
-            series_uid=str(identifier.get("SeriesInstanceUID", "") or "")
-            if level in ("SERIES", "IMAGE")
-            else "",
-            sop_uids=list(sop_uids)
-            if isinstance(sop_uids, list | tuple) or not sop_uids
-            else [str(sop_uids)],
+            study_uids=_uids(identifier, "StudyInstanceUID"),
+            series_uids=_uids(identifier, "SeriesInstanceUID") if level in ("SERIES", "IMAGE") else [],
+            sop_uids=_uids(identifier, "SOPInstanceUID") if level == "IMAGE" else [],
         )
         return [instance.sop_instance_uid for instance in instances]
+
+
+def _uids(identifier: Dataset, keyword: str) -> list[str]:
+    """A UID key as a list: pydicom gives one str, or a MultiValue for a UID list match."""
+    value = identifier.get(keyword)
+    if not value:
+        return []
+    return [str(uid) for uid in (value if isinstance(value, MultiValue) else [value])]
 
 
 def _outgoing(context: NodeContext, event: Event, sop_uid: str) -> Dataset | None:

@@ -104,17 +104,18 @@ def instances_for_retrieve(
     session: Session,
     *,
     patient_id: str = "",
-    study_uid: str = "",
-    series_uid: str = "",
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
     sop_uids: Sequence[str] = (),
 ) -> Sequence[Instance]:
+    """Instances matching every given key; an empty key matches anything."""
     query = select(Instance).join(Series).join(Study).join(Patient)
     if patient_id:
         query = query.where(Patient.patient_id == patient_id)
-    if study_uid:
-        query = query.where(Study.study_instance_uid.in_(study_uid.split("\\")))
-    if series_uid:
-        query = query.where(Series.series_instance_uid.in_(series_uid.split("\\")))
+    if study_uids:
+        query = query.where(Study.study_instance_uid.in_(study_uids))
+    if series_uids:
+        query = query.where(Series.series_instance_uid.in_(series_uids))
     if sop_uids:
         query = query.where(Instance.sop_instance_uid.in_(sop_uids))
     return session.scalars(query.order_by(Instance.id)).all()
