@@ -12,8 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scp_node.access import PERMISSIONS
-from scp_node.config import NodeConfig, load_config
+from scp_node.config import PERMISSIONS, NodeConfig, load_config
 from scp_node.context import NodeContext
 from scp_node.index.database import upgrade
 from scp_node.index.models import Instance, Peer
@@ -63,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--host", default="")
     add.add_argument("--port", type=int, default=104, dest="peer_port")
     add.add_argument("--permissions", default="echo,store,get", help=f"comma list of {','.join(PERMISSIONS)}")
+    add.add_argument(
+        "--check-host", action="store_true", help="refuse this AE title unless it connects from --host"
+    )
     add.set_defaults(run=_ae_add)
     remove = ae.add_parser("remove", parents=[common])
     remove.add_argument("ae_title")
@@ -128,7 +130,8 @@ def _ae_list(config: NodeConfig, _args: argparse.Namespace) -> int:
     context = NodeContext.open(config)
     with context.sessions() as session:
         for peer in list_peers(session):
-            print(f"{peer.ae_title:<16} {peer.host or '*':<20} {peer.port:<6} {peer.permissions}")
+            host = f"{peer.host or '*'}{' (checked)' if peer.check_host else ''}"
+            print(f"{peer.ae_title:<16} {host:<30} {peer.port:<6} {peer.permissions}")
     return 0
 
 
@@ -138,10 +141,14 @@ def _ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown permissions: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.check_host and not args.host:
+        print("--check-host needs --host", file=sys.stderr)
+        return 2
     context = NodeContext.open(config)
     with context.sessions() as session:
         peer = find_peer(session, args.ae_title) or Peer(ae_title=args.ae_title)
         peer.host, peer.port, peer.permissions = args.host, args.peer_port, ",".join(permissions)
+        peer.check_host = args.check_host
         session.add(peer)
         session.commit()
     return 0

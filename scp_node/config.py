@@ -7,18 +7,44 @@ Every setting the node uses lives here so that an admin finds all knobs in one f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DuplicatePolicy = Literal["reject", "keep", "overwrite"]
+# What a C-STORE of an already stored SOP Instance UID with different content does.
+# overwrite_same_sender: replace only when the same calling AE title sent the stored copy.
+DuplicatePolicy = Literal["reject", "keep", "overwrite", "overwrite_same_sender"]
+Permission = Literal["echo", "store", "find", "get", "move"]
+PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
 
 class StrictModel(BaseModel):
     """Reject unknown keys so a typo in config.yaml fails loudly instead of being ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(StrictModel):
+    """DICOM TLS (PS3.15 B.1). Set cert_file and key_file to serve TLS instead of plain TCP."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # CA bundle that signs client certificates; with require_client_cert, peers must present one.
+    ca_file: Path | None = None
+    require_client_cert: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("network.tls needs both cert_file and key_file")
+        if self.require_client_cert and self.ca_file is None:
+            raise ValueError("network.tls.require_client_cert needs ca_file")
+        return self
 
 
 class NetworkConfig(StrictModel):
@@ -30,20 +56,27 @@ class NetworkConfig(StrictModel):
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
+    tls: TlsConfig = Field(default_factory=TlsConfig)
 
 
 class PeerConfig(StrictModel):
-    """A remote AE seeded into the peer table at start-up (`scp-node ae` edits the table)."""
+    """A remote AE seeded into the peer table at start-up (`scp-node ae` edits the table).
+
+    host and port are where C-MOVE sends; check_host also requires associations from this AE
+    title to come from that host.
+    """
 
     ae_title: str
     host: str = ""
     port: int = 104
-    permissions: list[str] = Field(default_factory=lambda: ["echo", "store", "get"])
+    check_host: bool = False
+    permissions: list[Permission] = Field(default_factory=lambda: ["echo", "store", "get"])
 
 
 class AccessConfig(StrictModel):
-    # Operations allowed to calling AE titles that are not in the peer table.
-    unknown_peer_permissions: list[str] = Field(default_factory=lambda: ["echo", "store", "get"])
+    # Operations allowed to calling AE titles that are not in the peer table; empty refuses
+    # their associations outright.
+    unknown_peer_permissions: list[Permission] = Field(default_factory=lambda: ["echo", "store", "get"])
     peers: list[PeerConfig] = Field(default_factory=list)
 
 

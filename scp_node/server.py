@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import tempfile
+import threading
 
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -13,15 +15,22 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from scp_node.access import AccessControl, gated_request_handler
+from scp_node.config import TlsConfig
 from scp_node.context import NodeContext
-from scp_node.handlers.echo import handle_echo
+from scp_node.handlers.find import handle_find
 from scp_node.handlers.get import handle_get
+from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
 from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
@@ -48,6 +57,16 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
+QUERY_RETRIEVE_MODELS = [
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+]
+
+
 def build_ae(context: NodeContext) -> AE:
     network = context.config.network
     # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
@@ -63,10 +82,7 @@ def build_ae(context: NodeContext) -> AE:
     ae.dimse_timeout = network.dimse_timeout_s
     ae.network_timeout = network.network_timeout_s
     ae.add_supported_context(Verification, UNCOMPRESSED)
-    for model in (
-        PatientRootQueryRetrieveInformationModelGet,
-        StudyRootQueryRetrieveInformationModelGet,
-    ):
+    for model in QUERY_RETRIEVE_MODELS:
         ae.add_supported_context(model, UNCOMPRESSED)
     # scu_role/scp_role: accept C-GET requesters that propose to act as Storage SCP.
     for context_ in AllStoragePresentationContexts:
@@ -98,10 +114,22 @@ def seed_peers(context: NodeContext) -> None:
                         ae_title=peer.ae_title,
                         host=peer.host,
                         port=peer.port,
+                        check_host=peer.check_host,
                         permissions=",".join(peer.permissions),
                     )
                 )
         session.commit()
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Server side of DICOM TLS: TLS 1.2 or newer, client certificates checked against ca_file."""
+    ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+    ssl_context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.ca_file is not None:
+        ssl_context.load_verify_locations(tls.ca_file)
+        ssl_context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ssl_context
 
 
 def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAssociationServer | None:
@@ -109,17 +137,33 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAsso
     jobs.bind(context)
     seed_peers(context)
     recover(context, queue)
+    access = AccessControl(context)
     handlers = [
-        (evt.EVT_C_ECHO, handle_echo, [context]),
-        (evt.EVT_C_STORE, handle_store, [context, queue]),
+        (evt.EVT_C_STORE, handle_store, [context, queue, access]),
+        (evt.EVT_C_FIND, handle_find, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
+        (evt.EVT_C_MOVE, handle_move, [context]),
     ]
     network = context.config.network
+    ae = build_ae(context)
+    server = ae.make_server(
+        (network.host, network.port),
+        ssl_context=tls_context(network.tls) if network.tls.enabled else None,
+        evt_handlers=handlers,
+        server_class=ThreadedAssociationServer,
+        request_handler=gated_request_handler(access),
+    )
+    ae._servers.append(server)  # as ae.start_server does; server.shutdown() expects it there
     log.info(
-        "%s listening on %s:%d, data in %s",
+        "%s listening on %s:%d%s, data in %s",
         network.ae_title,
         network.host,
         network.port,
+        " (TLS)" if network.tls.enabled else "",
         context.config.storage.data_dir,
     )
-    return build_ae(context).start_server((network.host, network.port), block=block, evt_handlers=handlers)
+    if block:
+        server.serve_forever()
+        return None
+    threading.Thread(target=server.serve_forever, name="association-server", daemon=True).start()
+    return server

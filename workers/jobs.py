@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sqlalchemy.orm.exc import StaleDataError
+
 from scp_node.context import NodeContext
 from scp_node.index.models import StorageState
 from scp_node.index.repository import find_instance
@@ -58,16 +60,57 @@ def _compress(sop_instance_uid: str) -> str:
         spool_path = instance.spool_path
         modality = instance.series.modality
         calling_ae = instance.calling_ae
-    data = Path(spool_path).read_bytes()
+    try:
+        data = Path(spool_path).read_bytes()
+    except FileNotFoundError:
+        if _superseded(context, sop_instance_uid, spool_path):
+            return "superseded"
+        raise
     choice = choose_codec(context.config.compression, modality=modality, calling_ae=calling_ae)
     encoded, fell_back = _encode_verified(data, choice, sop_instance_uid)
     blob_path, blob_sha = context.blobs.put(sop_instance_uid, encoded.blob)
+    try:
+        _record_compressed(context, sop_instance_uid, spool_path, encoded, fell_back, blob_path, blob_sha)
+    except (_Superseded, StaleDataError):
+        log.info("instance %s changed while compressing; leaving it to its new job", sop_instance_uid)
+        blob_path.unlink(missing_ok=True)
+        return "superseded"
+    Path(spool_path).unlink(missing_ok=True)
+    log.info(
+        "compressed %s with %s: pixels %d -> %d bytes",
+        sop_instance_uid,
+        encoded.codec,
+        encoded.pixel_bytes_in,
+        encoded.pixel_bytes_out,
+    )
+    return encoded.codec
+
+
+class _Superseded(Exception):
+    """A newer copy of the instance was stored while the job worked on the old one."""
+
+
+def _superseded(context: NodeContext, sop_instance_uid: str, spool_path: str) -> bool:
+    with context.sessions() as session:
+        instance = find_instance(session, sop_instance_uid)
+        return instance is None or instance.spool_path != spool_path
+
+
+def _record_compressed(
+    context: NodeContext,
+    sop_instance_uid: str,
+    spool_path: str,
+    encoded: EncodedInstance,
+    fell_back: bool,
+    blob_path: Path,
+    blob_sha: str,
+) -> None:
+    """Point the row at the blob, unless a new store replaced the row meanwhile (the row's
+    version makes a store that commits between this read and this write fail the commit)."""
     with context.sessions() as session:
         instance = find_instance(session, sop_instance_uid)
         if instance is None or instance.spool_path != spool_path:
-            log.info("instance %s changed while compressing; leaving it to its new job", sop_instance_uid)
-            blob_path.unlink(missing_ok=True)
-            return "superseded"
+            raise _Superseded
         instance.state = StorageState.COMPRESSED
         instance.codec = encoded.codec
         instance.codec_fallback = fell_back
@@ -79,15 +122,6 @@ def _compress(sop_instance_uid: str) -> str:
         instance.spool_path = None
         instance.error = None
         session.commit()
-    Path(spool_path).unlink(missing_ok=True)
-    log.info(
-        "compressed %s with %s: pixels %d -> %d bytes",
-        sop_instance_uid,
-        encoded.codec,
-        encoded.pixel_bytes_in,
-        encoded.pixel_bytes_out,
-    )
-    return encoded.codec
 
 
 def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:

@@ -4,6 +4,11 @@ pynetdicom writes the incoming data set to a file under the spool's incoming/ fo
 arrives (chunked receive; nothing is decoded in memory). Here the file is validated, fsynced
 and renamed into the spool, the index row is committed, and only then is Success returned.
 The compress job is enqueued after the commit; if that is lost the node re-enqueues at start.
+
+Two stores of the same SOP Instance UID may race (two associations, or a store and a compress
+job). The unique UID index and the instance row's version column make the later commit fail
+instead of overwriting; the store then re-reads the index and applies the duplicate policy
+again, so exactly one consistent copy remains.
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ import logging
 from pathlib import Path
 
 from pynetdicom.events import Event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm.exc import StaleDataError
 
-from scp_node.access import is_allowed
+from scp_node.access import AccessControl
 from scp_node.context import NodeContext
 from scp_node.handlers import status
-from scp_node.index.models import StorageState
+from scp_node.index.models import Instance, StorageState
 from scp_node.index.repository import find_instance, record_received
 from scp_node.storage.spool import SpooledInstance
 from workers.dicom_layout import InvalidDicomFile
@@ -26,11 +32,15 @@ from workers.queue import JobQueue
 log = logging.getLogger(__name__)
 
 
-def handle_store(event: Event, context: NodeContext, queue: JobQueue) -> int:
+# A conflicting commit is retried this often before the store fails with Out of Resources.
+CONFLICT_RETRIES = 5
+
+
+def handle_store(event: Event, context: NodeContext, queue: JobQueue, access: AccessControl) -> int:
     requestor = event.assoc.requestor
     sop_uid = str(event.request.AffectedSOPInstanceUID)
     received = Path(event.dataset_path)
-    if not is_allowed(context, requestor.ae_title, "store"):
+    if not access.allows(event.assoc, "store"):
         log.warning("C-STORE of %s refused for %s at %s", sop_uid, requestor.ae_title, requestor.address)
         received.unlink(missing_ok=True)
         return status.NOT_AUTHORIZED
@@ -50,7 +60,7 @@ def handle_store(event: Event, context: NodeContext, queue: JobQueue) -> int:
         spooled.path.unlink(missing_ok=True)
         return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     try:
-        result = _index(context, spooled, sop_uid, requestor.ae_title)
+        result = _index_retrying(context, spooled, sop_uid, requestor.ae_title)
     except SQLAlchemyError as exc:
         log.error("C-STORE of %s: index write failed: %s", sop_uid, exc)
         spooled.path.unlink(missing_ok=True)
@@ -72,22 +82,28 @@ def _mismatch(spooled: SpooledInstance, sop_uid: str, sop_class: str) -> str | N
     return None
 
 
+def _index_retrying(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling_ae: str) -> int:
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return _index(context, spooled, sop_uid, calling_ae)
+        except (IntegrityError, StaleDataError) as exc:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            log.info("C-STORE of %s: concurrent update (%s), retrying", sop_uid, type(exc).__name__)
+    raise AssertionError("unreachable")
+
+
 def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling_ae: str) -> int:
     """Commit the row per the duplicate policy; old files are removed only after the commit."""
-    policy = context.config.storage.duplicate_policy
     with context.sessions() as session:
         existing = find_instance(session, sop_uid)
         obsolete: list[str | None] = []
         if existing is not None:
-            if existing.dataset_sha256 == spooled.dataset_sha256 or policy == "keep":
+            refusal = _duplicate_refusal(context, existing, spooled, calling_ae)
+            if refusal is not None:
                 if str(spooled.path) != existing.spool_path:  # same bytes land on the same name
                     spooled.path.unlink(missing_ok=True)
-                log.info("C-STORE of %s: already stored, kept the existing copy", sop_uid)
-                return status.SUCCESS
-            if policy == "reject":
-                spooled.path.unlink(missing_ok=True)
-                log.warning("C-STORE of %s from %s: duplicate rejected", sop_uid, calling_ae)
-                return status.DUPLICATE_INSTANCE
+                return refusal
             obsolete = [existing.spool_path, existing.blob_path]
         record_received(
             session,
@@ -104,3 +120,27 @@ def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling
         if path and path != str(spooled.path):
             Path(path).unlink(missing_ok=True)
     return status.SUCCESS
+
+
+def _duplicate_refusal(
+    context: NodeContext, existing: Instance, spooled: SpooledInstance, calling_ae: str
+) -> int | None:
+    """The status that keeps the stored copy, or None when the new one replaces it."""
+    policy = context.config.storage.duplicate_policy
+    uid = existing.sop_instance_uid
+    if existing.dataset_sha256 == spooled.dataset_sha256:
+        log.info("C-STORE of %s from %s: identical copy already stored", uid, calling_ae)
+        return status.SUCCESS
+    if policy == "keep":
+        log.info("C-STORE of %s from %s: different copy, kept the stored one", uid, calling_ae)
+        return status.SUCCESS
+    if policy == "reject" or (policy == "overwrite_same_sender" and existing.calling_ae != calling_ae):
+        log.warning(
+            "C-STORE of %s from %s: duplicate with different content rejected (stored from %s)",
+            uid,
+            calling_ae,
+            existing.calling_ae,
+        )
+        return status.DUPLICATE_INSTANCE
+    log.info("C-STORE of %s from %s: replacing the stored copy", uid, calling_ae)
+    return None

@@ -75,6 +75,8 @@ class Instance(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))
     series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     instance_number: Mapped[str] = mapped_column(String(12), default="")
+    # AcquisitionDateTime (or AcquisitionDate + Time), normalised for DT range matching.
+    acquisition_datetime: Mapped[str] = mapped_column(String(26), default="")
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -93,8 +95,13 @@ class Instance(Base):
     blob_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     blob_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Optimistic locking: a store and a compress job (or two stores of the same UID) that both
+    # update the row cannot silently overwrite each other; the later commit fails and retries.
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
     series: Mapped[Series] = relationship(back_populates="instances")
+
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Peer(Base):
@@ -107,6 +114,8 @@ class Peer(Base):
     host: Mapped[str] = mapped_column(String(255), default="")
     port: Mapped[int] = mapped_column(Integer, default=104)
     permissions: Mapped[str] = mapped_column(String(128), default="echo,store,get")
+    # When set, associations from this AE title must come from an address `host` resolves to.
+    check_host: Mapped[bool] = mapped_column(Boolean, default=False)
 
     @property
     def permission_set(self) -> set[str]:

@@ -9,11 +9,8 @@ from pydicom.dataset import Dataset
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
 from scp_node.index.models import Instance, Patient, Peer, Series, StorageState, Study
-
-
-class DuplicateInstance(Exception):
-    """An instance with this SOP Instance UID is stored and policy says reject."""
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -28,7 +25,7 @@ def _patient(session: Session, ds: Dataset) -> Patient:
         patient = Patient(patient_id=patient_id)
         session.add(patient)
     patient.patient_name = _text(ds, "PatientName")
-    patient.birth_date = _text(ds, "PatientBirthDate")
+    patient.birth_date = normalized_date(_text(ds, "PatientBirthDate"))
     patient.sex = _text(ds, "PatientSex")
     return patient
 
@@ -39,8 +36,8 @@ def _study(session: Session, ds: Dataset) -> Study:
     if study is None:
         study = Study(study_instance_uid=uid, patient=_patient(session, ds))
         session.add(study)
-    study.study_date = _text(ds, "StudyDate")
-    study.study_time = _text(ds, "StudyTime")
+    study.study_date = normalized_date(_text(ds, "StudyDate"))
+    study.study_time = normalized_time(_text(ds, "StudyTime"))
     study.accession_number = _text(ds, "AccessionNumber")
     study.study_id = _text(ds, "StudyID")
     study.study_description = _text(ds, "StudyDescription")
@@ -80,6 +77,9 @@ def record_received(
     instance.sop_class_uid = _text(ds, "SOPClassUID")
     instance.series = _series(session, ds)
     instance.instance_number = _text(ds, "InstanceNumber")
+    instance.acquisition_datetime = normalized_datetime(
+        _text(ds, "AcquisitionDateTime") or _text(ds, "AcquisitionDate") + _text(ds, "AcquisitionTime")
+    )
     instance.transfer_syntax_uid = transfer_syntax_uid
     instance.calling_ae = calling_ae
     instance.state = StorageState.RECEIVED

@@ -1,0 +1,75 @@
+"""C-MOVE: send the matching instances to a destination AE from the peer table.
+
+The destination must be a peer with a host and port (`scp-node ae add`), else 0xA801. The
+store association to it proposes, per SOP class, the stored transfer syntax and the
+uncompressed ones, so files go out unchanged where the destination accepts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+
+from scp_node.context import NodeContext
+from scp_node.handlers import status
+from scp_node.handlers.outbound import Match, Outbound, matching_instances, sub_operations
+from scp_node.index.repository import find_peer
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
+
+
+def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
+    requestor = event.assoc.requestor
+    destination_ae = str(event.move_destination).strip()
+    with context.sessions() as session:
+        peer = find_peer(session, destination_ae)
+        destination = (peer.host, peer.port) if peer is not None and peer.host else None
+    if destination is None:
+        log.warning("C-MOVE from %s to unknown destination %r refused", requestor.ae_title, destination_ae)
+        yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
+        return
+    try:
+        matches = matching_instances(context, event.identifier)
+    except ValueError as exc:
+        log.warning("C-MOVE from %s at %s: bad identifier: %s", requestor.ae_title, requestor.address, exc)
+        matches = None
+    opened: list[Outbound] = []
+
+    def on_established(established: Event) -> None:
+        opened.append(Outbound(context, established.assoc).install())
+
+    yield (
+        *destination,
+        {"contexts": _store_contexts(matches or []), "evt_handlers": [(evt.EVT_ESTABLISHED, on_established)]},
+    )
+    if matches is None:
+        yield 1  # a status can only follow the sub-operation count
+        yield status.IDENTIFIER_DOES_NOT_MATCH, None
+        return
+    log.info("C-MOVE from %s: %d instances to %s", requestor.ae_title, len(matches), destination_ae)
+    yield len(matches)
+    yield from sub_operations(event, opened[0], matches)
+
+
+def _store_contexts(matches: list[Match]) -> list[PresentationContext]:
+    """Per SOP class: the stored syntax alone, and the uncompressed ones (the fallback)."""
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for match in matches:
+        if match.transfer_syntax_uid not in UNCOMPRESSED:
+            wanted[(match.sop_class_uid, (match.transfer_syntax_uid,))] = None
+        wanted[(match.sop_class_uid, tuple(UNCOMPRESSED))] = None
+    contexts = [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
+    if len(contexts) > MAX_CONTEXTS:
+        log.warning(
+            "C-MOVE needs %d presentation contexts; proposing the first %d", len(contexts), MAX_CONTEXTS
+        )
+    return contexts[:MAX_CONTEXTS]
