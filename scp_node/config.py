@@ -75,8 +75,9 @@ class PeerConfig(StrictModel):
 
 class AccessConfig(StrictModel):
     # Operations allowed to calling AE titles that are not in the peer table; empty refuses
-    # their associations outright.
-    unknown_peer_permissions: list[Permission] = Field(default_factory=lambda: ["echo", "store", "get"])
+    # their associations outright. As in Orthanc, anyone may verify and send, while query
+    # and retrieve need a peer entry.
+    unknown_peer_permissions: list[Permission] = Field(default_factory=lambda: ["echo", "store"])
     peers: list[PeerConfig] = Field(default_factory=list)
 
 

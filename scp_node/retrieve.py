@@ -73,6 +73,10 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
             if ds.file_meta.TransferSyntaxUID.is_compressed:
                 ds.decompress(generate_instance_uid=False)
             ds.file_meta.TransferSyntaxUID = syntax
+            # pynetdicom encodes by the data set's own encoding; make it the one announced.
+            ds.set_original_encoding(
+                syntax.is_implicit_VR, syntax.is_little_endian, ds.original_character_set
+            )
             return ds
     for syntax in accepted:
         if syntax in LOSSLESS_ENCODABLE and not ds.file_meta.TransferSyntaxUID.is_compressed:

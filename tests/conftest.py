@@ -8,6 +8,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,11 @@ def dcmtk() -> None:
     require(shutil.which("storescu") is not None, "dcmtk (storescu, getscu) is not installed")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+@contextmanager
+def temporary_database(kind: str, directory: Path) -> Iterator[str]:
+    """A fresh index database: SQLite under `directory`, or a PostgreSQL database dropped after."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'index.sqlite'}"
         return
     name = f"scp_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -73,10 +75,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         require(False, f"PostgreSQL at 127.0.0.1:5432 unavailable: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with temporary_database(request.param, tmp_path) as url:
+        yield url
 
 
 @dataclass
@@ -107,6 +117,7 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeC
             "network.port": free_port(),
             "storage.data_dir": str(tmp_path / "data"),
             "storage.database_url": database_url,
+            "access.peers": [{"ae_title": "VIEWER", "permissions": ["echo", "find", "get", "move"]}],
             **overrides,
         },
     )

@@ -61,15 +61,17 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
 
 
 def _store_contexts(matches: list[Match]) -> list[PresentationContext]:
-    """Per SOP class: the stored syntax alone, and the uncompressed ones (the fallback)."""
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
-    for match in matches:
-        if match.transfer_syntax_uid not in UNCOMPRESSED:
-            wanted[(match.sop_class_uid, (match.transfer_syntax_uid,))] = None
-        wanted[(match.sop_class_uid, tuple(UNCOMPRESSED))] = None
-    contexts = [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
+    """Per SOP class, one context per syntax: the stored one and each uncompressed one.
+
+    Separate contexts let the destination accept the stored syntax on its own, so the file
+    goes out unchanged whenever it can take it, and an uncompressed one as the fallback.
+    """
+    wanted = dict.fromkeys(
+        (match.sop_class_uid, syntax)
+        for match in matches
+        for syntax in dict.fromkeys([match.transfer_syntax_uid, *UNCOMPRESSED])
+    )
+    contexts = [build_context(sop_class, syntax) for sop_class, syntax in wanted]
     if len(contexts) > MAX_CONTEXTS:
-        log.warning(
-            "C-MOVE needs %d presentation contexts; proposing the first %d", len(contexts), MAX_CONTEXTS
-        )
+        log.warning("C-MOVE needs %d presentation contexts; proposing %d", len(contexts), MAX_CONTEXTS)
     return contexts[:MAX_CONTEXTS]

@@ -1,0 +1,615 @@
+"""C-FIND matching, C-GET / C-MOVE counts, failures and cancel, with pynetdicom and dcmtk clients.
+
+One archive per database (SQLite, PostgreSQL) is built from real images whose patient / study
+attributes are rewritten to a known layout, so every expected answer is written out below.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    MRImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from scp_node.handlers.find import handle_find
+from scp_node.index.models import Instance, Peer
+from tests.conftest import (
+    RunningNode,
+    free_port,
+    getscu,
+    make_config,
+    pydicom_test_file,
+    start_node,
+    temporary_database,
+)
+from workers.dicom_layout import dataset_offset
+
+PATIENT_FIND = PatientRootQueryRetrieveInformationModelFind
+STUDY_FIND = StudyRootQueryRetrieveInformationModelFind
+BULK_INSTANCES = 60
+
+
+class Archive:
+    """The node plus what was stored in it: files by SOP Instance UID, UIDs by label."""
+
+    def __init__(self, node: RunningNode, tmp: Path) -> None:
+        self.node = node
+        self.tmp = tmp
+        self.files: dict[str, Path] = {}
+        self.uid: dict[str, str] = {}
+
+    def add(
+        self, source: str, label: str, patient: tuple[str, str], study: dict, series: dict, **extra
+    ) -> str:
+        ds = dcmread(pydicom_test_file(source))
+        ds.PatientName, ds.PatientID = patient
+        ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+        for keyword, value in {**study, **series, **extra}.items():
+            setattr(ds, keyword, value)
+        ds.StudyInstanceUID = self.uid.setdefault(study["StudyID"], generate_uid())
+        ds.SeriesInstanceUID = self.uid.setdefault(
+            f"{study['StudyID']}/{series['SeriesNumber']}", generate_uid()
+        )
+        ds.SOPInstanceUID = self.uid[label] = generate_uid()
+        path = self.tmp / f"{label}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        self.files[ds.SOPInstanceUID] = path
+        return ds.SOPInstanceUID
+
+    def store_all(self) -> None:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(MRImageStorage)
+        assoc = ae.associate("127.0.0.1", self.node.port, ae_title="SCP_NODE")
+        assert assoc.is_established
+        for path in self.files.values():
+            assert assoc.send_c_store(path).Status == 0x0000
+        assoc.release()
+        self.node.wait_for_jobs()
+
+
+S1 = {"StudyID": "S1", "StudyDate": "20200115", "StudyTime": "101500", "AccessionNumber": "ACC1"}
+S2 = {"StudyID": "S2", "StudyDate": "20210301", "StudyTime": "083000", "AccessionNumber": "ACC2"}
+S3 = {"StudyID": "S3", "StudyDate": "20210302", "StudyTime": "230000", "AccessionNumber": "ACC3"}
+S4 = {"StudyID": "S4", "StudyDate": "", "StudyTime": "", "AccessionNumber": ""}
+S5 = {"StudyID": "S5", "StudyDate": "20220101", "StudyTime": "120000", "AccessionNumber": "BULK"}
+S6 = {"StudyID": "S6", "StudyDate": "20220202", "StudyTime": "120000", "AccessionNumber": "FAIL"}
+DOE, ROE, MULLER, BULK = ("Doe^John", "PA1"), ("Roe^Jane", "PB2"), ("Müller^Jürgen", "PC3"), ("Bulk^B", "PD4")
+
+
+def _series(number: str, modality: str) -> dict:
+    return {"SeriesNumber": number, "Modality": modality, "SpecificCharacterSet": "ISO_IR 192"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    with temporary_database(request.param, tmp) as url:
+        node = start_node(make_config(tmp, url))
+        try:
+            archive = Archive(node, tmp)
+            for i in range(3):
+                archive.add(
+                    "CT_small.dcm",
+                    f"s1-ct-{i}",
+                    DOE,
+                    S1,
+                    _series("1", "CT"),
+                    InstanceNumber=str(i + 1),
+                    AcquisitionDateTime=f"2020011510{16 + i}00",
+                )
+            archive.add("CT_small.dcm", "s1-ct2", DOE, S1, _series("2", "CT"))
+            archive.add("MR_small.dcm", "s2-mr-0", ROE, S2, _series("1", "MR"))
+            archive.add("MR_small.dcm", "s2-mr-1", ROE, S2, _series("1", "MR"))
+            archive.add("CT_small.dcm", "s3-ct", ROE, S3, _series("1", "CT"))
+            archive.add("MR_small.dcm", "s3-mr", ROE, S3, _series("2", "MR"))
+            archive.add("CT_small.dcm", "s4-ct", MULLER, S4, _series("1", "CT"))
+            for i in range(BULK_INSTANCES):
+                archive.add("CT_small.dcm", f"s5-{i}", BULK, S5, _series("1", "CT"), InstanceNumber=str(i))
+            for i in range(3):
+                archive.add("MR_small.dcm", f"s6-{i}", BULK, S6, _series("1", "MR"))
+            archive.store_all()
+            _corrupt(archive, archive.uid["s6-1"])
+            yield archive
+        finally:
+            node.stop()
+
+
+def _corrupt(archive: Archive, sop_uid: str) -> None:
+    """Damage one stored blob so that retrieving that instance must fail."""
+    with archive.node.context.sessions() as session:
+        instance = session.query(Instance).filter_by(sop_instance_uid=sop_uid).one()
+        stored = Path(instance.blob_path or instance.spool_path)
+    stored.write_bytes(stored.read_bytes()[:-100] + b"\0" * 100)
+
+
+def _find(archive: Archive, model: str, level: str, **keys: object) -> tuple[int, list[Dataset]]:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", archive.node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    responses, final = [], None
+    for status, found in assoc.send_c_find(identifier, model):
+        if status.Status in (0xFF00, 0xFF01):
+            responses.append(found)
+        else:
+            final = status.Status
+    assoc.release()
+    return final, responses
+
+
+def _values(responses: list[Dataset], keyword: str) -> list[str]:
+    return sorted(str(r.get(keyword, "")) for r in responses)
+
+
+def test_patient_level_matching_and_counts(archive: Archive) -> None:
+    status, found = _find(archive, PATIENT_FIND, "PATIENT", PatientName="", PatientID="")
+    assert status == 0x0000
+    assert _values(found, "PatientID") == ["PA1", "PB2", "PC3", "PD4"]
+    assert _values(found, "PatientName") == sorted(["Doe^John", "Roe^Jane", "Müller^Jürgen", "Bulk^B"])
+
+    for query, expected in [
+        ("Doe*", ["PA1"]),  # wildcard
+        ("*^Jane", ["PB2"]),
+        ("D?e^John", ["PA1"]),
+        ("doe^john", ["PA1"]),  # PN matches case-insensitively
+        ("Doe^Joh", []),  # single value matching is exact
+        ("Müller*", ["PC3"]),  # non-ASCII, ISO_IR 192 in the request
+        ("*", ["PA1", "PB2", "PC3", "PD4"]),
+    ]:
+        status, found = _find(
+            archive,
+            PATIENT_FIND,
+            "PATIENT",
+            PatientName=query,
+            PatientID="",
+            SpecificCharacterSet="ISO_IR 192",
+        )
+        assert (status, _values(found, "PatientID")) == (0x0000, expected), query
+
+    status, found = _find(
+        archive,
+        PATIENT_FIND,
+        "PATIENT",
+        PatientID="PB2",
+        NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedSeries="",
+        NumberOfPatientRelatedInstances="",
+        OtherPatientIDs="",  # not indexed: returned empty
+    )
+    assert len(found) == 1
+    assert (
+        found[0].NumberOfPatientRelatedStudies,
+        found[0].NumberOfPatientRelatedSeries,
+        found[0].NumberOfPatientRelatedInstances,
+    ) == (2, 3, 4)
+    assert "OtherPatientIDs" in found[0] and not found[0].OtherPatientIDs
+
+    status, found = _find(archive, PATIENT_FIND, "PATIENT", PatientID="PC3", PatientName="")
+    assert found[0].SpecificCharacterSet == "ISO_IR 192" and found[0].PatientName == "Müller^Jürgen"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"StudyDate": "20210301-"}, ["S2", "S3", "S5", "S6"]),  # open upper bound
+        ({"StudyDate": "-20200131"}, ["S1"]),  # open lower bound; S4 has no date: no match
+        ({"StudyDate": "20210301-20210302"}, ["S2", "S3"]),  # closed range
+        ({"StudyDate": "20210302"}, ["S3"]),  # single date
+        ({"StudyDate": "20200115\\20220202"}, ["S1", "S6"]),  # list of dates
+        ({"StudyTime": "0800-0900"}, ["S2"]),
+        ({"StudyTime": "-1015"}, ["S1", "S2"]),  # 10:15 includes 10:15:00
+        ({"StudyDate": "20210301-", "StudyTime": "2200-"}, ["S3"]),  # both must match
+        ({"AccessionNumber": "ACC?"}, ["S1", "S2", "S3"]),
+        ({"AccessionNumber": "acc1"}, []),  # case-sensitive outside PN
+        ({"ModalitiesInStudy": "MR"}, ["S2", "S3", "S6"]),
+        ({"PatientName": "Roe*"}, ["S2", "S3"]),  # Study Root carries patient attributes
+        ({"StudyDate": "", "AccessionNumber": "*"}, ["S1", "S2", "S3", "S4", "S5", "S6"]),  # universal
+    ],
+)
+def test_study_level_matching(archive: Archive, keys: dict, expected: list[str]) -> None:
+    status, found = _find(archive, STUDY_FIND, "STUDY", StudyInstanceUID="", StudyID="", **keys)
+    assert status == 0x0000
+    assert _values(found, "StudyID") == expected
+
+
+def test_study_level_return_keys(archive: Archive) -> None:
+    status, found = _find(
+        archive,
+        STUDY_FIND,
+        "STUDY",
+        StudyInstanceUID=archive.uid["S3"],
+        ModalitiesInStudy="",
+        NumberOfStudyRelatedSeries="",
+        NumberOfStudyRelatedInstances="",
+        StudyDate="",
+        StudyTime="",
+        PatientID="",
+        RetrieveAETitle="",
+    )
+    assert status == 0x0000 and len(found) == 1
+    study = found[0]
+    assert list(study.ModalitiesInStudy) == ["CT", "MR"]
+    assert (study.NumberOfStudyRelatedSeries, study.NumberOfStudyRelatedInstances) == (2, 2)
+    assert (study.StudyDate, study.StudyTime, study.PatientID) == ("20210302", "230000", "PB2")
+    assert study.QueryRetrieveLevel == "STUDY"
+
+    status, found = _find(
+        archive, PATIENT_FIND, "STUDY", PatientID="PA1", StudyInstanceUID="", NumberOfStudyRelatedInstances=""
+    )
+    assert [(s.StudyInstanceUID, s.NumberOfStudyRelatedInstances) for s in found] == [(archive.uid["S1"], 4)]
+
+
+def test_series_and_image_levels(archive: Archive) -> None:
+    status, found = _find(
+        archive,
+        STUDY_FIND,
+        "SERIES",
+        StudyInstanceUID=archive.uid["S1"],
+        SeriesInstanceUID="",
+        Modality="CT",
+        NumberOfSeriesRelatedInstances="",
+    )
+    assert status == 0x0000
+    assert sorted((s.SeriesInstanceUID, s.NumberOfSeriesRelatedInstances) for s in found) == sorted(
+        [(archive.uid["S1/1"], 3), (archive.uid["S1/2"], 1)]
+    )
+    assert all(s.StudyInstanceUID == archive.uid["S1"] for s in found)
+
+    wanted = [archive.uid["s1-ct-0"], archive.uid["s1-ct-2"]]
+    status, found = _find(
+        archive,
+        STUDY_FIND,
+        "IMAGE",
+        StudyInstanceUID=archive.uid["S1"],
+        SeriesInstanceUID=archive.uid["S1/1"],
+        SOPInstanceUID=wanted,  # list of UIDs
+        SOPClassUID="",
+        InstanceNumber="",
+    )
+    assert sorted(i.SOPInstanceUID for i in found) == sorted(wanted)
+    assert {i.SOPClassUID for i in found} == {CTImageStorage}
+
+    status, found = _find(
+        archive,
+        PATIENT_FIND,
+        "IMAGE",
+        PatientID="PA1",
+        StudyInstanceUID=archive.uid["S1"],
+        SeriesInstanceUID=archive.uid["S1/1"],
+        SOPInstanceUID="",
+        AcquisitionDateTime="20202115101700-2020011510175959",  # DT range; first bound invalid
+    )
+    assert status == 0xA900
+    status, found = _find(
+        archive,
+        PATIENT_FIND,
+        "IMAGE",
+        PatientID="PA1",
+        StudyInstanceUID=archive.uid["S1"],
+        SeriesInstanceUID=archive.uid["S1/1"],
+        SOPInstanceUID="",
+        AcquisitionDateTime="202001151017-202001151018",
+    )
+    assert sorted(i.SOPInstanceUID for i in found) == sorted([archive.uid["s1-ct-1"], archive.uid["s1-ct-2"]])
+
+
+@pytest.mark.parametrize(
+    ("model", "keys"),
+    [
+        (PATIENT_FIND, {"QueryRetrieveLevel": "FOO"}),
+        (STUDY_FIND, {"QueryRetrieveLevel": "PATIENT", "PatientID": ""}),  # no PATIENT level in Study Root
+        (STUDY_FIND, {"QueryRetrieveLevel": "SERIES", "SeriesInstanceUID": ""}),  # StudyInstanceUID missing
+        (PATIENT_FIND, {"QueryRetrieveLevel": "STUDY", "PatientID": "P*", "StudyInstanceUID": ""}),
+        (STUDY_FIND, {"QueryRetrieveLevel": "STUDY", "StudyDate": "2020-01-01-"}),
+        (STUDY_FIND, {"QueryRetrieveLevel": "STUDY", "StudyTime": "25x"}),
+        (STUDY_FIND, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "1.2.*"}),
+    ],
+)
+def test_invalid_identifiers_fail_with_a900(archive: Archive, model: str, keys: dict) -> None:
+    keys = dict(keys)
+    level = keys.pop("QueryRetrieveLevel")
+    status, found = _find(archive, model, level, **keys)
+    assert (status, found) == (0xA900, [])
+
+
+def _cx_id(assoc, abstract_syntax: str) -> int:
+    return next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == abstract_syntax)
+
+
+class _CancellingFindEvent:
+    """Stands in for pynetdicom's C-FIND event: C-CANCEL arrives once `cancel_after` responses
+    were taken. Over the network the node answers 60 matches faster than a cancel comes back,
+    so this is where stopping at the cancel is checked deterministically."""
+
+    def __init__(self, identifier: Dataset, cancel_after: int) -> None:
+        self.identifier = identifier
+        self.request = SimpleNamespace(AffectedSOPClassUID=STUDY_FIND)
+        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="VIEWER", address="127.0.0.1"))
+        self.taken = 0
+        self.cancel_after = cancel_after
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.taken >= self.cancel_after
+
+
+def test_find_cancel_stops_responses(archive: Archive) -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = archive.uid["S5"]
+    identifier.SeriesInstanceUID = archive.uid["S5/1"]
+    identifier.SOPInstanceUID = ""
+    event = _CancellingFindEvent(identifier, cancel_after=3)
+    statuses = []
+    for status, _found in handle_find(event, archive.node.context):
+        statuses.append(status)
+        event.taken += 1
+    assert statuses == [0xFF00, 0xFF00, 0xFF00, 0xFE00]
+
+
+def _get(archive: Archive, identifier: Dataset, *, delay_s: float = 0.0, cancel_after: int = 0):
+    """C-GET with pynetdicom; returns (final status dataset, identifier, received UIDs)."""
+    received: list[str] = []
+
+    def on_store(event) -> int:
+        received.append(event.dataset.SOPInstanceUID)
+        time.sleep(delay_s)
+        return 0x0000
+
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    for sop_class in (CTImageStorage, MRImageStorage):
+        ae.add_requested_context(sop_class)
+    roles = [build_role(c, scp_role=True) for c in (CTImageStorage, MRImageStorage)]
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.node.port,
+        ae_title="SCP_NODE",
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    final = final_identifier = None
+    pending = 0
+    for status, found in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet, msg_id=11):
+        if status.Status == 0xFF00:
+            pending += 1
+            if pending == cancel_after:
+                assoc.send_c_cancel(11, _cx_id(assoc, StudyRootQueryRetrieveInformationModelGet))
+        else:
+            final, final_identifier = status, found
+    assoc.release()
+    return final, final_identifier, received
+
+
+def _study(uid: str) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = uid
+    return identifier
+
+
+def test_get_partial_failure_reports_counts_and_failed_uids(archive: Archive) -> None:
+    final, identifier, received = _get(archive, _study(archive.uid["S6"]))
+    assert final.Status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+    assert list(_as_list(identifier.FailedSOPInstanceUIDList)) == [archive.uid["s6-1"]]
+    assert sorted(received) == sorted([archive.uid["s6-0"], archive.uid["s6-2"]])
+
+
+def _as_list(value: object) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def test_get_cancel(archive: Archive) -> None:
+    final, _identifier, received = _get(archive, _study(archive.uid["S5"]), delay_s=0.05, cancel_after=2)
+    assert final.Status == 0xFE00
+    assert final.NumberOfRemainingSuboperations > 0
+    assert len(received) < BULK_INSTANCES
+
+
+class StoreSCP:
+    """A pynetdicom Storage SCP as a C-MOVE destination, optionally slow."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.received: list[str] = []
+        self.port = free_port()
+        ae = AE(ae_title="DEST")
+        ae.supported_contexts = StoragePresentationContexts
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        self.delay_s = delay_s
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+
+    def _on_store(self, event) -> int:
+        self.received.append(event.dataset.SOPInstanceUID)
+        time.sleep(self.delay_s)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def _move(archive: Archive, identifier: Dataset, destination: str, *, cancel_after: int = 0):
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", archive.node.port, ae_title="SCP_NODE")
+    final = final_identifier = None
+    pending = 0
+    model = StudyRootQueryRetrieveInformationModelMove
+    for status, found in assoc.send_c_move(identifier, destination, model, msg_id=13):
+        if status.Status == 0xFF00:
+            pending += 1
+            if pending == cancel_after:
+                assoc.send_c_cancel(13, _cx_id(assoc, model))
+        else:
+            final, final_identifier = status, found
+    assoc.release()
+    return final, final_identifier
+
+
+def _add_peer(archive: Archive, ae_title: str, port: int) -> None:
+    with archive.node.context.sessions() as session:
+        peer = session.query(Peer).filter_by(ae_title=ae_title).one_or_none() or Peer(ae_title=ae_title)
+        peer.host, peer.port, peer.permissions = "127.0.0.1", port, "echo,store"
+        session.add(peer)
+        session.commit()
+
+
+def test_move_counts_partial_failure_unknown_destination_and_cancel(archive: Archive) -> None:
+    final, _ = _move(archive, _study(archive.uid["S1"]), "NOWHERE")
+    assert final.Status == 0xA801
+
+    destination = StoreSCP()
+    try:
+        _add_peer(archive, "DEST", destination.port)
+        final, _ = _move(archive, _study(archive.uid["S1"]), "DEST")
+        assert (final.Status, final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (
+            0x0000,
+            4,
+            0,
+        )
+        s1 = [archive.uid[f"s1-ct-{i}"] for i in range(3)] + [archive.uid["s1-ct2"]]
+        assert sorted(destination.received) == sorted(s1)
+
+        final, identifier = _move(archive, _study(archive.uid["S6"]), "DEST")
+        assert final.Status == 0xB000
+        assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 1)
+        assert _as_list(identifier.FailedSOPInstanceUIDList) == [archive.uid["s6-1"]]
+    finally:
+        destination.stop()
+
+    slow = StoreSCP(delay_s=0.05)
+    try:
+        _add_peer(archive, "DEST", slow.port)
+        final, _ = _move(archive, _study(archive.uid["S5"]), "DEST", cancel_after=2)
+        assert final.Status == 0xFE00
+        assert final.NumberOfRemainingSuboperations > 0
+        assert len(slow.received) < BULK_INSTANCES
+    finally:
+        slow.stop()
+
+
+def _dataset_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[dataset_offset(data) :]
+
+
+def test_dcmtk_findscu_getscu_movescu(archive: Archive, dcmtk: None, tmp_path: Path) -> None:
+    port = archive.node.port
+    found_dir = tmp_path / "find"
+    found_dir.mkdir()
+    result = subprocess.run(
+        [
+            *("findscu", "-S", "-aet", "VIEWER", "-aec", "SCP_NODE", "-X", "-od", str(found_dir)),
+            *(
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "StudyInstanceUID",
+                "-k",
+                "StudyDate=20210301-20210302",
+            ),
+            *("-k", "ModalitiesInStudy", "-k", "NumberOfStudyRelatedInstances", "127.0.0.1", str(port)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    studies = sorted(
+        (str(r.StudyInstanceUID), r.NumberOfStudyRelatedInstances)
+        for r in (dcmread(p) for p in found_dir.glob("rsp*.dcm"))
+    )
+    assert studies == sorted([(archive.uid["S2"], 2), (archive.uid["S3"], 2)])
+
+    result = getscu(
+        port, tmp_path / "get", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": archive.uid["S3"]}
+    )
+    assert result.returncode == 0, result.stderr
+    got = {str(dcmread(p).SOPInstanceUID): p for p in (tmp_path / "get").iterdir()}
+    assert set(got) == {archive.uid["s3-ct"], archive.uid["s3-mr"]}
+    for uid, path in got.items():
+        assert _dataset_bytes(path) == _dataset_bytes(archive.files[uid])
+
+    move_port = free_port()
+    moved_dir = tmp_path / "moved"
+    moved_dir.mkdir()
+    _add_peer(archive, "STORESCP", move_port)
+    receiver = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "+B", "-od", str(moved_dir), str(move_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(move_port)
+        result = subprocess.run(
+            [
+                *("movescu", "-S", "-aet", "VIEWER", "-aec", "SCP_NODE", "-aem", "STORESCP"),
+                *("-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={archive.uid['S1']}"),
+                *("-k", f"SeriesInstanceUID={archive.uid['S1/1']}", "127.0.0.1", str(port)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    moved = {str(dcmread(p).SOPInstanceUID): p for p in moved_dir.iterdir()}
+    assert set(moved) == {archive.uid[f"s1-ct-{i}"] for i in range(3)}
+    for uid, path in moved.items():
+        assert _dataset_bytes(path) == _dataset_bytes(archive.files[uid])
+
+
+def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def test_get_with_patient_root(archive: Archive) -> None:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "PATIENT"
+    identifier.PatientID = "PC3"
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    received: list[str] = []
+    assoc = ae.associate(
+        "127.0.0.1",
+        archive.node.port,
+        ae_title="SCP_NODE",
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e.dataset.SOPInstanceUID) or 0x0000)],
+    )
+    statuses = [
+        s.Status for s, _ in assoc.send_c_get(identifier, PatientRootQueryRetrieveInformationModelGet)
+    ]
+    assoc.release()
+    assert statuses[-1] == 0x0000 and received == [archive.uid["s4-ct"]]
