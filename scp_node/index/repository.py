@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
 from scp_node.index.models import Instance, Patient, Peer, Series, StorageState, Study
+
+log = logging.getLogger(__name__)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -51,6 +54,13 @@ def _series(session: Session, ds: Dataset) -> Series:
     if series is None:
         series = Series(series_instance_uid=uid, study=_study(session, ds))
         session.add(series)
+    elif series.study.study_instance_uid != _text(ds, "StudyInstanceUID"):
+        log.warning(
+            "series %s arrived in study %s but is indexed under study %s; kept there",
+            uid,
+            _text(ds, "StudyInstanceUID"),
+            series.study.study_instance_uid,
+        )
     series.modality = _text(ds, "Modality")
     series.series_number = _text(ds, "SeriesNumber")
     series.series_description = _text(ds, "SeriesDescription")
