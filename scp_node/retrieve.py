@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -72,15 +72,20 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
         if syntax in UNCOMPRESSED:
             if ds.file_meta.TransferSyntaxUID.is_compressed:
                 ds.decompress(generate_instance_uid=False)
-            ds.file_meta.TransferSyntaxUID = syntax
-            # pynetdicom encodes by the data set's own encoding; make it the one announced.
-            ds.set_original_encoding(
-                syntax.is_implicit_VR, syntax.is_little_endian, ds.original_character_set
-            )
-            return ds
+            return _reencoded(ds, syntax)
     for syntax in accepted:
         if syntax in LOSSLESS_ENCODABLE and not ds.file_meta.TransferSyntaxUID.is_compressed:
             ds.compress(syntax, generate_instance_uid=False)
             return ds
     names = ", ".join(UID(s).name for s in accepted) or "none"
     raise RetrieveError(f"cannot convert {stored.transfer_syntax.name} to an accepted syntax ({names})")
+
+
+def _reencoded(ds: Dataset, syntax: UID) -> Dataset:
+    """The data set written in `syntax` and read back: pynetdicom sends a data set in the
+    encoding it was read with, and element VRs must be resolved to go from implicit to explicit."""
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian)
+    buffer.seek(0)
+    return dcmread(buffer)
