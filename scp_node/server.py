@@ -6,14 +6,18 @@ import logging
 import ssl
 import tempfile
 import threading
+import time
+from typing import Any
 
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom.events import Event
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -132,7 +136,41 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     return ssl_context
 
 
-def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAssociationServer | None:
+class NodeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, plus sweeping incoming/ between polls of the listen socket."""
+
+    def __init__(self, *args: Any, context: NodeContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spool = context.spool
+        network = context.config.network
+        # A live transfer writes at least every network timeout, or pynetdicom aborts it.
+        self._stale_after_s = 2 * network.network_timeout_s
+        self._sweep_every_s = min(network.network_timeout_s, 30.0)
+        self._next_sweep = time.monotonic() + self._sweep_every_s
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + self._sweep_every_s
+            self._spool.clean_incoming(idle_for_s=self._stale_after_s)
+
+
+def log_rejected_contexts(event: Event) -> None:
+    """pynetdicom says nothing about contexts it rejected; an admin needs to see why a
+    modality's C-STORE never arrives (unknown SOP class, unsupported transfer syntax)."""
+    assoc = event.assoc
+    for cx in assoc.rejected_contexts:
+        log.warning(
+            "association from %s at %s: presentation context %s (%s) rejected, result %d",
+            assoc.requestor.ae_title,
+            assoc.requestor.address,
+            cx.abstract_syntax,
+            UID(cx.abstract_syntax).name,
+            cx.result,
+        )
+
+
+def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer | None:
     validate_policy(context.config.compression)
     jobs.bind(context)
     seed_peers(context)
@@ -143,6 +181,7 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAsso
         (evt.EVT_C_FIND, handle_find, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_C_MOVE, handle_move, [context]),
+        (evt.EVT_ACCEPTED, log_rejected_contexts),
     ]
     network = context.config.network
     ae = build_ae(context)
@@ -150,8 +189,9 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> ThreadedAsso
         (network.host, network.port),
         ssl_context=tls_context(network.tls) if network.tls.enabled else None,
         evt_handlers=handlers,
-        server_class=ThreadedAssociationServer,
+        server_class=NodeServer,
         request_handler=gated_request_handler(access),
+        context=context,
     )
     ae._servers.append(server)  # as ae.start_server does; server.shutdown() expects it there
     log.info(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
@@ -95,6 +95,8 @@ def read_layout(data: bytes) -> FileLayout:
         offset = dataset_offset(data)
     except Exception as exc:
         raise InvalidDicomFile(f"cannot parse data set: {exc}") from exc
+    if not transfer_syntax.is_deflated:
+        _check_element_walk(data, offset, transfer_syntax)
     raw = ds._dict.get(PIXEL_DATA)
     if raw is None or transfer_syntax.is_deflated:
         return FileLayout(offset, transfer_syntax, None, None, None, False, ds)
@@ -119,6 +121,32 @@ def read_layout(data: bytes) -> FileLayout:
         encapsulated=encapsulated,
         dataset=ds,
     )
+
+
+def _check_element_walk(data: bytes, offset: int, transfer_syntax: UID) -> None:
+    """Every top-level element must have an even length and the last must end at the last byte.
+
+    pydicom stops quietly on a cut element header and skips over a deferred value whose length
+    runs past the end, so a damaged transfer can parse as a shorter, plausible data set.
+    """
+    stream = io.BytesIO(data)
+    stream.seek(offset)
+    elements = data_element_generator(
+        stream, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian, defer_size=256
+    )
+    end = offset
+    try:
+        for element in elements:
+            length = getattr(element, "length", UNDEFINED_LENGTH)  # sequences come parsed
+            if length != UNDEFINED_LENGTH and length % 2:
+                raise InvalidDicomFile(f"element {element.tag} has odd length {length}")
+            end = stream.tell()
+    except InvalidDicomFile:
+        raise
+    except Exception as exc:
+        raise InvalidDicomFile(f"cannot walk the data set's elements: {exc}") from exc
+    if end != len(data):
+        raise InvalidDicomFile(f"data set elements end at byte {end} of {len(data)}: truncated or malformed")
 
 
 def _encapsulated_end(data: bytes, offset: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +41,20 @@ class Spool:
         publish(received, final)
         return SpooledInstance(final, len(data), digest, layout)
 
-    def clean_incoming(self) -> int:
-        """Drop transfers a crash interrupted: they were never acknowledged."""
-        leftovers = list(self.incoming.iterdir())
-        for path in leftovers:
-            path.unlink(missing_ok=True)
-        if leftovers:
-            log.warning("removed %d half-received files from %s", len(leftovers), self.incoming)
-        return len(leftovers)
+    def clean_incoming(self, idle_for_s: float = 0.0) -> int:
+        """Drop transfers that were never acknowledged: all of them at start-up, and while
+        serving those idle for `idle_for_s` (pynetdicom leaves an aborted or crashed transfer's
+        file behind; a live one is written to at least every network timeout)."""
+        now = time.time()
+        removed = 0
+        for path in list(self.incoming.iterdir()):
+            try:
+                if idle_for_s and now - path.stat().st_mtime < idle_for_s:
+                    continue
+                path.unlink()
+            except FileNotFoundError:  # accepted into the spool meanwhile
+                continue
+            removed += 1
+        if removed:
+            log.warning("removed %d half-received files from %s", removed, self.incoming)
+        return removed
