@@ -181,3 +181,16 @@ def _scu_association_all(node: RunningNode):
     assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
     assert assoc.is_established
     return assoc
+
+
+def test_over_long_descriptions_are_stored_and_indexed_cut(node: RunningNode) -> None:
+    """PostgreSQL enforces column lengths: a non-conformant description must not refuse the image."""
+    ds = dcmread(pydicom_test_file("CT_small.dcm"))
+    ds.StudyDescription = "D" * 200
+    ds.StudyDate = "2004.01.19"  # retired ACR-NEMA spelling
+    assoc = _scu_association(node)
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    with node.context.sessions() as session:
+        study = session.query(Instance).one().series.study
+        assert (study.study_description, study.study_date) == ("D" * 64, "20040119")

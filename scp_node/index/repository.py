@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
 from scp_node.index.models import Instance, Patient, Peer, Series, StorageState, Study
@@ -21,15 +21,21 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value)
 
 
+def _fitted(ds: Dataset, keyword: str, column: InstrumentedAttribute[str]) -> str:
+    """A descriptive value cut to its index column: a sender's over-long description must not
+    make the index refuse the instance (the stored file keeps the full value)."""
+    return _text(ds, keyword)[: column.type.length]
+
+
 def _patient(session: Session, ds: Dataset) -> Patient:
     patient_id = _text(ds, "PatientID")
     patient = session.scalar(select(Patient).where(Patient.patient_id == patient_id))
     if patient is None:
         patient = Patient(patient_id=patient_id)
         session.add(patient)
-    patient.patient_name = _text(ds, "PatientName")
+    patient.patient_name = _fitted(ds, "PatientName", Patient.patient_name)
     patient.birth_date = normalized_date(_text(ds, "PatientBirthDate"))
-    patient.sex = _text(ds, "PatientSex")
+    patient.sex = _fitted(ds, "PatientSex", Patient.sex)
     return patient
 
 
@@ -41,10 +47,10 @@ def _study(session: Session, ds: Dataset) -> Study:
         session.add(study)
     study.study_date = normalized_date(_text(ds, "StudyDate"))
     study.study_time = normalized_time(_text(ds, "StudyTime"))
-    study.accession_number = _text(ds, "AccessionNumber")
-    study.study_id = _text(ds, "StudyID")
-    study.study_description = _text(ds, "StudyDescription")
-    study.referring_physician_name = _text(ds, "ReferringPhysicianName")
+    study.accession_number = _fitted(ds, "AccessionNumber", Study.accession_number)
+    study.study_id = _fitted(ds, "StudyID", Study.study_id)
+    study.study_description = _fitted(ds, "StudyDescription", Study.study_description)
+    study.referring_physician_name = _fitted(ds, "ReferringPhysicianName", Study.referring_physician_name)
     return study
 
 
@@ -61,9 +67,9 @@ def _series(session: Session, ds: Dataset) -> Series:
             _text(ds, "StudyInstanceUID"),
             series.study.study_instance_uid,
         )
-    series.modality = _text(ds, "Modality")
-    series.series_number = _text(ds, "SeriesNumber")
-    series.series_description = _text(ds, "SeriesDescription")
+    series.modality = _fitted(ds, "Modality", Series.modality)
+    series.series_number = _fitted(ds, "SeriesNumber", Series.series_number)
+    series.series_description = _fitted(ds, "SeriesDescription", Series.series_description)
     return series
 
 
@@ -86,7 +92,7 @@ def record_received(
     instance = existing or Instance(sop_instance_uid=_text(ds, "SOPInstanceUID"))
     instance.sop_class_uid = _text(ds, "SOPClassUID")
     instance.series = _series(session, ds)
-    instance.instance_number = _text(ds, "InstanceNumber")
+    instance.instance_number = _fitted(ds, "InstanceNumber", Instance.instance_number)
     instance.acquisition_datetime = normalized_datetime(
         _text(ds, "AcquisitionDateTime") or _text(ds, "AcquisitionDate") + _text(ds, "AcquisitionTime")
     )

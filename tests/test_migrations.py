@@ -1,0 +1,48 @@
+"""Schema migrations carry an existing index forward (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
+
+from scp_node.index.database import MIGRATIONS_DIR, upgrade
+
+
+def _alembic(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def test_0002_normalises_study_dates_and_adds_columns(database_url: str) -> None:
+    command.upgrade(_alembic(database_url), "0001")
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO patient (id, patient_id, patient_name, birth_date, sex)"
+                " VALUES (1, 'P', '', '', '')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO study (id, study_instance_uid, patient_pk, study_date, study_time,"
+                " accession_number, study_id, study_description, referring_physician_name)"
+                " VALUES (1, '1.2.3', 1, '20200115', '10:15', '', '', '', '')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO peer (id, ae_title, host, port, permissions) VALUES (1, 'CT', '', 104, 'store')"
+            )
+        )
+    upgrade(database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT study_date, study_time FROM study")).one() == (
+            "20200115",
+            "101500",
+        )
+        assert connection.execute(text("SELECT check_host FROM peer")).scalar_one() in (False, 0)
+    engine.dispose()
