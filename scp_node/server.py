@@ -18,18 +18,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from scp_node.access import AccessControl, gated_request_handler
+from scp_node.access import OPERATION_OF_CONTEXT, AccessControl, gated_request_handler
 from scp_node.config import TlsConfig
 from scp_node.context import NodeContext
 from scp_node.handlers.find import handle_find
@@ -61,14 +53,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
-QUERY_RETRIEVE_MODELS = [
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelMove,
-]
+# Patient Root and Study Root C-FIND, C-GET and C-MOVE.
+QUERY_RETRIEVE_MODELS = [uid for uid, operation in OPERATION_OF_CONTEXT.items() if operation != "echo"]
 
 
 def build_ae(context: NodeContext) -> AE:
