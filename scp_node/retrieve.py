@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -84,8 +85,23 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
 def _reencoded(ds: Dataset, syntax: UID) -> Dataset:
     """The data set written in `syntax` and read back: pynetdicom sends a data set in the
     encoding it was read with, and element VRs must be resolved to go from implicit to explicit."""
+    if ds.file_meta.TransferSyntaxUID.is_little_endian != syntax.is_little_endian:
+        _swap_words(ds)
     ds.file_meta.TransferSyntaxUID = syntax
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian)
     buffer.seek(0)
     return dcmread(buffer)
+
+
+# Byte width of the words in each "other" VR; pydicom writes their bytes unchanged.
+_WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _swap_words(ds: Dataset) -> None:
+    """Change the byte order of every OW / OF / OL / OD / OV value, pixel data included:
+    pydicom re-encodes parsed numbers in the new byte order but leaves these bytes as read."""
+    for element in ds.iterall():
+        size = _WORD_SIZE.get(element.VR)
+        if size and element.value:
+            element.value = np.frombuffer(element.value, dtype=f"u{size}").byteswap().tobytes()

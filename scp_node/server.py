@@ -15,6 +15,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    UID_dictionary,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
@@ -53,6 +54,18 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
+# Verification and query/retrieve identifiers are small: Implicit VR first, the syntax every
+# client decodes (dcmtk's getscu misreads an explicit-VR identifier in a failure response).
+MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+# pynetdicom's storage list plus the retired storage SOP classes old modalities still send.
+STORAGE_SOP_CLASSES = [
+    *(cx.abstract_syntax for cx in AllStoragePresentationContexts),
+    *(
+        uid
+        for uid, (_name, kind, _info, retired, _keyword) in UID_dictionary.items()
+        if kind == "SOP Class" and retired == "Retired" and uid.startswith("1.2.840.10008.5.1.4.1.1.")
+    ),
+]
 # Patient Root and Study Root C-FIND, C-GET and C-MOVE.
 QUERY_RETRIEVE_MODELS = [uid for uid, operation in OPERATION_OF_CONTEXT.items() if operation != "echo"]
 
@@ -71,14 +84,12 @@ def build_ae(context: NodeContext) -> AE:
     ae.acse_timeout = network.acse_timeout_s
     ae.dimse_timeout = network.dimse_timeout_s
     ae.network_timeout = network.network_timeout_s
-    ae.add_supported_context(Verification, UNCOMPRESSED)
+    ae.add_supported_context(Verification, MESSAGE_SYNTAXES)
     for model in QUERY_RETRIEVE_MODELS:
-        ae.add_supported_context(model, UNCOMPRESSED)
+        ae.add_supported_context(model, MESSAGE_SYNTAXES)
     # scu_role/scp_role: accept C-GET requesters that propose to act as Storage SCP.
-    for context_ in AllStoragePresentationContexts:
-        ae.add_supported_context(
-            context_.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 
@@ -146,7 +157,7 @@ def log_rejected_contexts(event: Event) -> None:
     modality's C-STORE never arrives (unknown SOP class, unsupported transfer syntax)."""
     assoc = event.assoc
     for cx in assoc.rejected_contexts:
-        log.warning(
+        log.info(
             "association from %s at %s: presentation context %s (%s) rejected, result %d",
             assoc.requestor.ae_title,
             assoc.requestor.address,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from scp_node.index.models import Instance, StorageState
 from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, shared_corpus, storescu
@@ -113,3 +114,21 @@ def test_shared_corpus_round_trip(node: RunningNode, tmp_path: Path, dcmtk: None
     received = _retrieve_all(node, tmp_path / "out", study_uids)
     assert set(received) == set(unique)
     _check_retrieved(node, list(unique.values()), received)
+
+
+@pytest.mark.dcmtk
+def test_big_endian_converted_for_a_little_endian_requester(
+    node: RunningNode, tmp_path: Path, dcmtk: None
+) -> None:
+    """getscu accepts only little endian: the node converts, words byte-swapped, pixels equal."""
+    source = dcmread(pydicom_test_file("MR_small_bigendian.dcm"))
+    source.SOPInstanceUID = generate_uid()
+    original = tmp_path / "big_endian.dcm"
+    source.save_as(original)
+    assert dcmread(original).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2"
+    assert storescu(node.port, [original]).returncode == 0
+    node.wait_for_jobs()
+    received = _retrieve_all(node, tmp_path / "out", {str(source.StudyInstanceUID)})
+    back = dcmread(received[str(source.SOPInstanceUID)])
+    assert back.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2"
+    _check_retrieved(node, [original], received)

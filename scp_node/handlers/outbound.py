@@ -126,7 +126,7 @@ class Outbound:
         try:
             return converted_dataset(stored, accepted)
         except (RetrieveError, RuntimeError, ValueError) as exc:
-            log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.acceptor.ae_title, exc)
+            log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.remote["ae_title"], exc)
             return CannotSend(sop_uid)
 
     def _accepted_syntaxes(self, sop_class: str) -> list[UID]:
