@@ -106,19 +106,14 @@ def recover(context: NodeContext, queue: JobQueue) -> int:
 
 
 def seed_peers(context: NodeContext) -> None:
-    """Peers listed in config.yaml are added to the peer table (existing rows are kept)."""
+    """Peers named in config.yaml are written to the peer table at start: config wins for the AE
+    titles it names (an edited config.yaml takes effect on restart); `scp-node ae` manages the rest."""
     with context.sessions() as session:
-        for peer in context.config.access.peers:
-            if find_peer(session, peer.ae_title) is None:
-                session.add(
-                    Peer(
-                        ae_title=peer.ae_title,
-                        host=peer.host,
-                        port=peer.port,
-                        check_host=peer.check_host,
-                        permissions=",".join(peer.permissions),
-                    )
-                )
+        for entry in context.config.access.peers:
+            peer = find_peer(session, entry.ae_title) or Peer(ae_title=entry.ae_title)
+            peer.host, peer.port, peer.check_host = entry.host, entry.port, entry.check_host
+            peer.permissions = ",".join(entry.permissions)
+            session.add(peer)
         session.commit()
 
 

@@ -401,3 +401,24 @@ def _c_get_study(port: int, study_uid: str) -> dict[str, bytes]:
     assoc.release()
     assert statuses[-1] == 0x0000, statuses
     return received
+
+
+def test_config_peers_win_over_the_table_on_restart(tmp_path: Path) -> None:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"access.peers": PEERS})
+    start_node(config).stop()
+    edited = [
+        {**peer, "permissions": ["echo", "find"]} if peer["ae_title"] == "VIEWER" else peer for peer in PEERS
+    ]
+    node = start_node(
+        make_config(
+            tmp_path,
+            config.storage.database_url,
+            **{"access.peers": edited, "network.port": config.network.port},
+        )
+    )
+    try:
+        viewer = _associate(node.port, "VIEWER", Verification)
+        assert viewer.is_established and viewer.send_c_echo().Status == 0x0000
+        viewer.release()
+    finally:
+        node.stop()
