@@ -13,7 +13,6 @@ averaged away, and the run exits with status 1.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -23,8 +22,8 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,63 +31,17 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from workers.blob import _decoded_words, why_verbatim
 from workers.codecs import (
     Codec,
     CodecUnavailable,
-    ImageDescription,
     available_codecs,
     create_codec,
 )
-from workers.dicom_layout import FileLayout, InvalidDicomFile, PixelFormat, read_layout
-from workers.pixels import UnsupportedPixels, samples_from_words, words_from_native
+from workers.image_corpus import Corpus, Image, load_corpus
 
-# Modalities reported on their own; CR and DX are both projection radiography, so one group.
-MODALITY_GROUPS = {"CR": "CR/DX", "DX": "CR/DX", "MG": "MG", "CT": "CT", "MR": "MR", "US": "US"}
 GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT")
 OVERALL = "all"
 TABLE_HEADER = ("codec", "images", "failed", "bpsp", "ratio", "enc MPix/s", "dec MPix/s")
-
-
-@dataclass(frozen=True)
-class Image:
-    """One distinct image as the node would hand it to a codec."""
-
-    path: Path
-    modality: str
-    samples: np.ndarray
-    desc: ImageDescription
-    bits_allocated: int
-
-    @property
-    def pixel_count(self) -> int:
-        return self.desc.frames * self.desc.rows * self.desc.columns
-
-    @property
-    def sample_count(self) -> int:
-        return self.pixel_count * self.desc.samples
-
-    @property
-    def native_bytes(self) -> int:
-        """Size of the pixels stored natively (uncompressed), the baseline of the ratio."""
-        return self.sample_count * self.bits_allocated // 8
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A file the benchmark leaves out, and why: the node would not code its pixels either."""
-
-    path: Path
-    reason: str
-    detail: str = ""
-
-
-@dataclass
-class Corpus:
-    images: list[Image] = field(default_factory=list)
-    skipped: list[Skip] = field(default_factory=list)
-    duplicates: dict[str, str] = field(default_factory=dict)  # duplicate path -> kept path
-    files: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,72 +76,6 @@ class Summary:
     ratio: float
     encode_mpix_s: float
     decode_mpix_s: float
-
-
-def iter_files(folders: Iterable[Path]) -> Iterator[Path]:
-    """Every file under the folders once, in a stable order so duplicates resolve the same way."""
-    seen: set[Path] = set()
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.resolve() not in seen:
-                seen.add(path.resolve())
-                yield path
-
-
-def modality_group(layout: FileLayout) -> str:
-    return MODALITY_GROUPS.get(str(layout.dataset.get("Modality", "")).strip().upper(), "OT")
-
-
-def pixel_words(data: bytes, layout: FileLayout, fmt: PixelFormat) -> np.ndarray:
-    """The pixel words as the node's coder sees them: native as stored, encapsulated decoded."""
-    if layout.encapsulated:
-        return _decoded_words(data, fmt)
-    value = data[layout.pixel_value_offset : layout.pixel_value_end]
-    return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
-
-
-def load_image(path: Path) -> Image | Skip:
-    """Read one file into codec samples, or say why the node would keep its pixels verbatim."""
-    data = path.read_bytes()
-    try:
-        layout = read_layout(data)
-    except InvalidDicomFile as exc:
-        return Skip(path, "not a readable DICOM file", str(exc))
-    reason = why_verbatim(layout)
-    if reason is not None:
-        return Skip(path, reason)
-    fmt = PixelFormat.from_dataset(layout.dataset)
-    try:
-        words = pixel_words(data, layout, fmt)
-    except UnsupportedPixels as exc:
-        return Skip(path, "pixels not codable", str(exc))
-    samples, _, desc = samples_from_words(words, fmt)
-    return Image(path, modality_group(layout), samples, desc, fmt.bits_allocated)
-
-
-def pixel_key(samples: np.ndarray) -> str:
-    """Identity of the decoded pixels: the same image in another transfer syntax counts once."""
-    digest = hashlib.sha256(repr(samples.shape).encode())
-    digest.update(samples.tobytes())
-    return digest.hexdigest()
-
-
-def load_corpus(folders: Iterable[Path]) -> Corpus:
-    corpus = Corpus()
-    kept: dict[str, Path] = {}
-    for path in iter_files(folders):
-        corpus.files += 1
-        loaded = load_image(path)
-        if isinstance(loaded, Skip):
-            corpus.skipped.append(loaded)
-            continue
-        key = pixel_key(loaded.samples)
-        if key in kept:
-            corpus.duplicates[str(path)] = str(kept[key])
-            continue
-        kept[key] = path
-        corpus.images.append(loaded)
-    return corpus
 
 
 def measure(codec: Codec, image: Image) -> Result:

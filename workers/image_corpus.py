@@ -1,0 +1,187 @@
+"""Folders of DICOM files as the images a codec would be given, for benchmarks and training.
+
+Pixels take the same path as when the node stores a file (`workers.dicom_layout`,
+`workers.blob`, `workers.pixels`). The same pixels in several transfer syntaxes count once, and
+files the node would keep verbatim (lossy, undecodable) are skipped with the reason. Training
+and evaluation need two more things: images of pure noise (most of mr-multivendor) are flagged,
+because no codec can compress them and a model should not learn from them, and the held-out
+split keeps every image of a patient on one side, so evaluation never sees a training patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workers.blob import _decoded_words, why_verbatim
+from workers.codecs import ImageDescription
+from workers.dicom_layout import FileLayout, InvalidDicomFile, PixelFormat, read_layout
+from workers.pixels import UnsupportedPixels, samples_from_words, words_from_native
+
+# Modalities reported on their own; CR and DX are both projection radiography, so one group.
+MODALITY_GROUPS = {"CR": "CR/DX", "DX": "CR/DX", "MG": "MG", "CT": "CT", "MR": "MR", "US": "US"}
+# Horizontal neighbours of real images correlate above 0.9 here; uniform noise near 0.
+NOISE_CORRELATION = 0.2
+
+
+@dataclass(frozen=True)
+class Image:
+    """One distinct image as the node would hand it to a codec."""
+
+    path: Path
+    modality: str
+    samples: np.ndarray  # (frames, rows, columns, samples), unsigned, bit_depth bits
+    desc: ImageDescription
+    bits_allocated: int
+    patient: str  # PatientID, else the study, else the file: what the held-out split groups by
+
+    @property
+    def pixel_count(self) -> int:
+        return self.desc.frames * self.desc.rows * self.desc.columns
+
+    @property
+    def sample_count(self) -> int:
+        return self.pixel_count * self.desc.samples
+
+    @property
+    def native_bytes(self) -> int:
+        """Size of the pixels stored natively (uncompressed), the baseline of the ratio."""
+        return self.sample_count * self.bits_allocated // 8
+
+    @property
+    def is_noise(self) -> bool:
+        """True for images whose neighbouring pixels are uncorrelated (random test data)."""
+        samples = self.samples.astype(np.float64)
+        left, right = samples[:, :, :-1, :].ravel(), samples[:, :, 1:, :].ravel()
+        if left.size < 2 or left.std() == 0 or right.std() == 0:
+            return False
+        return float(np.corrcoef(left, right)[0, 1]) < NOISE_CORRELATION
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file left out, and why: the node would not code its pixels either."""
+
+    path: Path
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Corpus:
+    images: list[Image] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    duplicates: dict[str, str] = field(default_factory=dict)  # duplicate path -> kept path
+    files: int = 0
+
+
+def iter_files(folders: Iterable[Path]) -> Iterator[Path]:
+    """Every file under the folders once, in a stable order so duplicates resolve the same way."""
+    seen: set[Path] = set()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.resolve() not in seen:
+                seen.add(path.resolve())
+                yield path
+
+
+def modality_group(layout: FileLayout) -> str:
+    return MODALITY_GROUPS.get(str(layout.dataset.get("Modality", "")).strip().upper(), "OT")
+
+
+def pixel_words(data: bytes, layout: FileLayout, fmt: PixelFormat) -> np.ndarray:
+    """The pixel words as the node's coder sees them: native as stored, encapsulated decoded."""
+    if layout.encapsulated:
+        return _decoded_words(data, fmt)
+    value = data[layout.pixel_value_offset : layout.pixel_value_end]
+    return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
+
+
+def _patient(layout: FileLayout, path: Path) -> str:
+    ds = layout.dataset
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        value = str(ds.get(keyword, "") or "").strip()
+        if value:
+            return f"{keyword}={value}"
+    return f"file={path}"
+
+
+def load_image(path: Path) -> Image | Skip:
+    """Read one file into codec samples, or say why the node would keep its pixels verbatim."""
+    data = path.read_bytes()
+    try:
+        layout = read_layout(data)
+    except InvalidDicomFile as exc:
+        return Skip(path, "not a readable DICOM file", str(exc))
+    reason = why_verbatim(layout)
+    if reason is not None:
+        return Skip(path, reason)
+    fmt = PixelFormat.from_dataset(layout.dataset)
+    try:
+        words = pixel_words(data, layout, fmt)
+    except UnsupportedPixels as exc:
+        return Skip(path, "pixels not codable", str(exc))
+    samples, _, desc = samples_from_words(words, fmt)
+    return Image(path, modality_group(layout), samples, desc, fmt.bits_allocated, _patient(layout, path))
+
+
+def pixel_key(samples: np.ndarray) -> str:
+    """Identity of the decoded pixels: the same image in another transfer syntax counts once."""
+    digest = hashlib.sha256(repr(samples.shape).encode())
+    digest.update(samples.tobytes())
+    return digest.hexdigest()
+
+
+def load_corpus(folders: Iterable[Path]) -> Corpus:
+    corpus = Corpus()
+    kept: dict[str, Path] = {}
+    for path in iter_files(folders):
+        corpus.files += 1
+        loaded = load_image(path)
+        if isinstance(loaded, Skip):
+            corpus.skipped.append(loaded)
+            continue
+        key = pixel_key(loaded.samples)
+        if key in kept:
+            corpus.duplicates[str(path)] = str(kept[key])
+            continue
+        kept[key] = path
+        corpus.images.append(loaded)
+    return corpus
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Image]
+    held_out: list[Image]
+    noise: list[Image]  # in neither: not trained on, not counted in compression claims
+
+
+def split_by_patient(images: Iterable[Image], held_out_fraction: float = 0.25) -> Split:
+    """Hold out whole patients, chosen by a stable hash so the split is the same on every run;
+    every modality with two or more patients keeps at least one on each side."""
+    real = [image for image in images if not image.is_noise]
+    noise = [image for image in images if image.is_noise]
+    held: set[str] = set()
+    by_modality: dict[str, set[str]] = {}
+    for image in real:
+        by_modality.setdefault(image.modality, set()).add(image.patient)
+    for patients in by_modality.values():
+        ranked = sorted(patients, key=_rank)
+        count = round(len(ranked) * held_out_fraction)
+        if len(ranked) >= 2:
+            count = min(max(count, 1), len(ranked) - 1)
+        held.update(ranked[:count])
+    return Split(
+        train=[image for image in real if image.patient not in held],
+        held_out=[image for image in real if image.patient in held],
+        noise=noise,
+    )
+
+
+def _rank(patient: str) -> str:
+    return hashlib.sha256(patient.encode()).hexdigest()
