@@ -82,7 +82,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass, field
@@ -100,6 +100,7 @@ from pydicom.errors import InvalidDicomError
 
 from scp_node.config import load_config
 from workers.dicom_layout import dataset_offset
+from workers.image_corpus import iter_files
 
 # storescu calls as a modality that neither server knows (both let anyone store); getscu as a
 # viewer registered with each server, because both refuse C-GET to unknown AE titles by default.
@@ -184,15 +185,6 @@ class Corpus:
         for item in self.files:
             by_study.setdefault(item.study_uid, []).append(item)
         return by_study
-
-
-def iter_files(folders: Iterable[Path]) -> Iterator[Path]:
-    seen: set[Path] = set()
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.resolve() not in seen:
-                seen.add(path.resolve())
-                yield path
 
 
 def read_file(path: Path) -> DicomFile | str:
