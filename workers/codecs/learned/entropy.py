@@ -34,6 +34,7 @@ from workers.codecs.learned.fixed_point import (
     inverse_scale_table,
     low_bits_of_scale,
     phi_table,
+    reach_table,
 )
 
 HALF_WINDOW = 64  # bins each side of the centre; 2 * 64 bins + escape = 129 symbols
@@ -73,12 +74,21 @@ def quantize(mean: torch.Tensor, log_scale: torch.Tensor, logit: torch.Tensor) -
 
 
 def _centre_and_low_bits(mixture: Mixture) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer centre (weighted mean, rounded down) and low-bit count per value."""
+    """Integer centre (weighted mean, rounded down) and low-bit count per value.
+
+    Bins are as narrow as the dominant component allows (sigma / 4), but wide enough that the
+    window of 2 * HALF_WINDOW bins reaches every component's mass (REACH_SIGMAS sigmas), so a
+    spread-out mixture costs a few raw low bits instead of many escapes.
+    """
     weighted = (mixture.mean * mixture.weight).sum(dim=-1)
     centre = torch.div(weighted, WEIGHT_TOTAL << MEAN_FRAC_BITS, rounding_mode="floor")
     dominant = torch.argmax(mixture.weight, dim=-1, keepdim=True)
     low_bits = low_bits_of_scale(torch.gather(mixture.scale_index, -1, dominant).squeeze(-1))
-    return centre, low_bits
+    distance = (mixture.mean - (centre[:, None] << MEAN_FRAC_BITS)).abs() >> MEAN_FRAC_BITS
+    reach = (distance + 1 + reach_table().to(centre.device)[mixture.scale_index]).amax(dim=-1)
+    doublings = torch.arange(17, device=centre.device)
+    needed = ((HALF_WINDOW << doublings)[None, :] < reach[:, None]).sum(dim=-1)
+    return centre, torch.maximum(low_bits, needed)
 
 
 def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torch.Tensor:
