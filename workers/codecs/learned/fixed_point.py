@@ -73,6 +73,12 @@ def phi_table() -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64)
 
 
+def _sigma(scale_index: int) -> Decimal:
+    """sigma_s at the current decimal context's precision."""
+    log2_sigma = Decimal(scale_index) / SCALE_STEPS_PER_OCTAVE + SCALE_MIN_LOG2
+    return (log2_sigma * Decimal(2).ln()).exp()
+
+
 @cache
 def inverse_scale_table() -> torch.Tensor:
     """int64[SCALE_LEVELS]: round(Z_STEPS * 2**INVERSE_SHIFT / (sigma_s * 2**MEAN_FRAC_BITS))."""
@@ -80,10 +86,8 @@ def inverse_scale_table() -> torch.Tensor:
         context.prec = 60
         values = []
         for s in range(SCALE_LEVELS):
-            log2_sigma = Decimal(s) / SCALE_STEPS_PER_OCTAVE + SCALE_MIN_LOG2
-            sigma = (log2_sigma * Decimal(2).ln()).exp()
             numerator = Decimal(Z_STEPS * 2**INVERSE_SHIFT)
-            values.append(int((numerator / (sigma * 2**MEAN_FRAC_BITS)).to_integral_value()))
+            values.append(int((numerator / (_sigma(s) * 2**MEAN_FRAC_BITS)).to_integral_value()))
     return torch.tensor(values, dtype=torch.int64)
 
 
@@ -102,7 +106,5 @@ def reach_table() -> torch.Tensor:
         context.prec = 60
         values = []
         for s in range(SCALE_LEVELS):
-            log2_sigma = Decimal(s) / SCALE_STEPS_PER_OCTAVE + SCALE_MIN_LOG2
-            sigma = (log2_sigma * Decimal(2).ln()).exp()
-            values.append(int((REACH_SIGMAS * sigma).to_integral_value(rounding="ROUND_CEILING")))
+            values.append(int((REACH_SIGMAS * _sigma(s)).to_integral_value(rounding="ROUND_CEILING")))
     return torch.tensor(values, dtype=torch.int64)
