@@ -85,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     trial.add_argument("--json", action="store_true")
     trial.add_argument("files", nargs="+", type=Path)
     trial.set_defaults(run=_codec_try)
+    learn = codec.add_parser("train", parents=[common], help="train the learned lossless codec")
+    learn.add_argument("folders", nargs="+", type=Path, help="folders of DICOM files")
+    learn.add_argument("--checkpoint", type=Path, required=True, help="resumed when it exists")
+    learn.add_argument("--steps", type=int, default=1000)
+    learn.add_argument("--batch", type=int, default=8)
+    learn.add_argument("--patch", type=int, default=128)
+    learn.add_argument("--learning-rate", type=float, default=1e-4)
+    learn.add_argument("--channels", type=int, default=64, help="model width (new checkpoints only)")
+    learn.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    learn.set_defaults(run=_codec_train)
     return parser
 
 
@@ -251,6 +261,18 @@ def _codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
                 f"{result.max_abs_error:>6} {psnr:>7} {result.encode_s:>7.3f} {result.decode_s:>7.3f}"
             )
     return 1 if failures == len(args.files) else 0
+
+
+def _codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
+    from workers.codecs.learned.model import ModelConfig
+    from workers.codecs.learned.train import TrainingConfig, train
+
+    training = TrainingConfig(
+        steps=args.steps, patch=args.patch, batch=args.batch, learning_rate=args.learning_rate
+    )
+    result = train(args.folders, args.checkpoint, training, ModelConfig(channels=args.channels), args.device)
+    print(json.dumps(result))
+    return 0
 
 
 def _parse_option(text: str) -> tuple[str, object]:
