@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tables import markdown_table, text_table
 
 from workers.codecs import (
     Codec,
@@ -166,28 +167,6 @@ def table_rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
     ]
 
 
-def text_table(rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [TABLE_HEADER, *rows]) for i in range(len(TABLE_HEADER))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [TABLE_HEADER, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown_table(rows: Sequence[tuple[str, ...]]) -> str:
-    lines = [
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|---" + "|---:" * (len(TABLE_HEADER) - 1) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def group_title(group: str, results: Sequence[Result]) -> str:
     count = len({r.path for r in results if group in (OVERALL, r.modality)})
     return f"{group} ({count} images)"
@@ -223,7 +202,9 @@ def report_text(
     header: list[str], corpus: Corpus, results: Sequence[Result], groups: dict[str, list[Summary]]
 ) -> str:
     parts = ["\n".join(header + corpus_lines(corpus))]
-    parts += [f"{group_title(g, results)}\n{text_table(table_rows(s))}" for g, s in groups.items()]
+    parts += [
+        f"{group_title(g, results)}\n{text_table(TABLE_HEADER, table_rows(s))}" for g, s in groups.items()
+    ]
     parts.append("\n".join(failure_lines(results)) or "all round trips bit-exact")
     return "\n\n".join(parts) + "\n"
 
@@ -232,7 +213,10 @@ def report_markdown(
     header: list[str], corpus: Corpus, results: Sequence[Result], groups: dict[str, list[Summary]]
 ) -> str:
     parts = ["\n".join(f"- {line}" for line in header + corpus_lines(corpus))]
-    parts += [f"#### {group_title(g, results)}\n\n{markdown_table(table_rows(s))}" for g, s in groups.items()]
+    parts += [
+        f"#### {group_title(g, results)}\n\n{markdown_table(TABLE_HEADER, table_rows(s))}"
+        for g, s in groups.items()
+    ]
     failures = failure_lines(results)
     parts.append("\n".join(f"- {line}" for line in failures) or "All round trips bit-exact.")
     return "\n\n".join(parts) + "\n"

@@ -97,6 +97,7 @@ from matplotlib.figure import Figure
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from tables import markdown_table, text_table
 
 from scp_node.config import load_config
 from workers.dicom_layout import dataset_offset
@@ -1122,25 +1123,6 @@ def comparison_rows(by_target: dict[str, list[Measurement]]) -> tuple[tuple[str,
         other = median(metric(m) for m in by_target[ORTHANC])
         rows.append((label, number(node, digits), number(other, digits), ratio(node, other)))
     return header, rows
-
-
-def text_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def markdown_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def run_lines(

@@ -54,8 +54,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
-# Verification and query/retrieve identifiers are small: Implicit VR first, the syntax every
-# client decodes (dcmtk's getscu misreads an explicit-VR identifier in a failure response).
+# Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
+# default syntax every DICOM application must support (PS3.5 10.1).
 MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
 # pynetdicom's storage list plus the retired storage SOP classes old modalities still send.
 STORAGE_SOP_CLASSES = [

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import pydicom_test_file
+from workers.codecs.learned.train import TrainingConfig, train
 
 
 def _train(folder: Path, checkpoint: Path, steps: int) -> dict:
@@ -35,3 +37,8 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert resumed["step"] == 5  # went on from step 3, not from scratch
     assert torch.load(checkpoint, weights_only=False)["step"] == 5
     assert not checkpoint.with_suffix(".pt.partial").exists()
+
+
+def test_patch_size_must_fit_the_scales(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train([tmp_path], tmp_path / "model.pt", TrainingConfig(patch=30))

@@ -277,40 +277,23 @@ def test_series_and_image_levels(archive: Archive) -> None:
     )
     assert all(s.StudyInstanceUID == archive.uid["S1"] for s in found)
 
+    def series_images(model: str, **keys: object) -> tuple[int, list[Dataset]]:
+        """IMAGE level in the first CT series of S1 (Patient Root also needs the PatientID)."""
+        patient = {"PatientID": "PA1"} if model == PATIENT_FIND else {}
+        s1 = {"StudyInstanceUID": archive.uid["S1"], "SeriesInstanceUID": archive.uid["S1/1"]}
+        return _find(archive, model, "IMAGE", **patient, **s1, **keys)
+
     wanted = [archive.uid["s1-ct-0"], archive.uid["s1-ct-2"]]
-    status, found = _find(
-        archive,
-        STUDY_FIND,
-        "IMAGE",
-        StudyInstanceUID=archive.uid["S1"],
-        SeriesInstanceUID=archive.uid["S1/1"],
-        SOPInstanceUID=wanted,  # list of UIDs
-        SOPClassUID="",
-        InstanceNumber="",
-    )
-    assert sorted(i.SOPInstanceUID for i in found) == sorted(wanted)
+    status, found = series_images(STUDY_FIND, SOPInstanceUID=wanted, SOPClassUID="", InstanceNumber="")
+    assert sorted(i.SOPInstanceUID for i in found) == sorted(wanted)  # list of UIDs
     assert {i.SOPClassUID for i in found} == {CTImageStorage}
 
-    status, found = _find(
-        archive,
-        PATIENT_FIND,
-        "IMAGE",
-        PatientID="PA1",
-        StudyInstanceUID=archive.uid["S1"],
-        SeriesInstanceUID=archive.uid["S1/1"],
-        SOPInstanceUID="",
-        AcquisitionDateTime="20202115101700-2020011510175959",  # DT range; first bound invalid
-    )
-    assert status == 0xA900
-    status, found = _find(
-        archive,
-        PATIENT_FIND,
-        "IMAGE",
-        PatientID="PA1",
-        StudyInstanceUID=archive.uid["S1"],
-        SeriesInstanceUID=archive.uid["S1/1"],
-        SOPInstanceUID="",
-        AcquisitionDateTime="202001151017-202001151018",
+    # DT ranges with an invalid bound: month 21; 16 digits
+    for invalid in ("20202115101700-20200115101759", "20200115101700-2020011510175959"):
+        status, found = series_images(PATIENT_FIND, SOPInstanceUID="", AcquisitionDateTime=invalid)
+        assert status == 0xA900, invalid
+    status, found = series_images(
+        PATIENT_FIND, SOPInstanceUID="", AcquisitionDateTime="202001151017-202001151018"
     )
     assert sorted(i.SOPInstanceUID for i in found) == sorted([archive.uid["s1-ct-1"], archive.uid["s1-ct-2"]])
 

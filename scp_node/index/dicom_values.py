@@ -21,6 +21,10 @@ _DATETIME = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1
 _DT_FILL = [("01", "12"), ("01", "31"), ("00", "23"), ("00", "59"), ("00", "59")]  # MM DD HH MM SS
 
 
+# Allowed range of each component after the year: month, day, hour, minute, second (leap: 60).
+_RANGES = [(1, 12), (1, 31), (0, 23), (0, 59), (0, 60)]
+
+
 class InvalidValue(ValueError):
     """A query value that is not a valid DA, TM or DT."""
 
@@ -52,6 +56,7 @@ def period(vr: TemporalVR, value: str) -> tuple[str, str]:
     if vr == "DA":
         if not _DATE.match(value):
             raise InvalidValue(f"{value!r} is not a DA (YYYYMMDD)")
+        _check_ranges(value, [value[4:6], value[6:8]], _RANGES[:2])
         return value, value
     if vr == "TM":
         match = _TIME.match(value)
@@ -60,6 +65,7 @@ def period(vr: TemporalVR, value: str) -> tuple[str, str]:
         hours, minutes, seconds, fraction = match.groups()
         if fraction and not seconds:
             raise InvalidValue(f"{value!r}: a TM fraction needs seconds")
+        _check_ranges(value, [hours, minutes, seconds], _RANGES[2:])
         if fraction:
             return value, value
         start = hours + (minutes or "00") + (seconds or "00")
@@ -71,6 +77,7 @@ def period(vr: TemporalVR, value: str) -> tuple[str, str]:
     year, *parts, fraction, _offset = match.groups()
     if fraction and None in parts:
         raise InvalidValue(f"{value!r}: a DT fraction needs all components before it")
+    _check_ranges(value, parts, _RANGES)
     start = end = year
     for part, (first, last) in zip(parts, _DT_FILL, strict=True):
         start += part or first
@@ -100,3 +107,9 @@ def _has_utc_offset(value: str) -> bool:
     match = _DATETIME.match(value)
     offset = match.group(8) if match else None
     return bool(offset) and int(offset[1:3]) <= 14 and int(offset[3:]) < 60
+
+
+def _check_ranges(value: str, parts: list[str | None], ranges: list[tuple[int, int]]) -> None:
+    for part, (low, high) in zip(parts, ranges, strict=True):
+        if part is not None and not low <= int(part) <= high:
+            raise InvalidValue(f"{value!r}: component {part} outside {low:02d}-{high:02d}")

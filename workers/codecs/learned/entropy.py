@@ -52,9 +52,6 @@ class Mixture:
     scale_index: torch.Tensor  # in [0, SCALE_LEVELS)
     weight: torch.Tensor  # >= 0, rows sum to WEIGHT_TOTAL
 
-    def to(self, device: torch.device | str) -> Mixture:
-        return Mixture(self.mean.to(device), self.scale_index.to(device), self.weight.to(device))
-
 
 def quantize(mean: torch.Tensor, log_scale: torch.Tensor, logit: torch.Tensor) -> Mixture:
     """Float network outputs (N, K) -> integer parameters; the only step that sees floats."""

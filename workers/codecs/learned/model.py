@@ -38,7 +38,7 @@ class ModelConfig:
 
     @property
     def multiple(self) -> int:
-        """Image sides are padded to a multiple of this (one halving per scale)."""
+        """Image sides must be a multiple of this (one halving per scale)."""
         return 2**SCALES
 
 

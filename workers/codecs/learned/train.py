@@ -58,12 +58,14 @@ def train(
 ) -> dict[str, float]:
     """Train (or resume) and return the last step's bits per sub-pixel of the image scale."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.exists() else None
+    config = ModelConfig(**state["model_config"]) if state else (model_config or ModelConfig())
+    if training.patch % config.multiple:
+        raise ValueError(f"patch {training.patch} is not a multiple of {config.multiple}")
     images = split_by_patient(load_corpus(folders).images).train
     if not images:
         raise ValueError(f"no trainable images under {', '.join(map(str, folders))}")
     weights = [image.sample_count for image in images]
-    state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.exists() else None
-    config = ModelConfig(**state["model_config"]) if state else (model_config or ModelConfig())
     model = MultiScaleModel(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
     step, generator = 0, random.Random(training.seed)
