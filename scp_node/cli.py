@@ -92,9 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--batch", type=int, default=8)
     learn.add_argument("--patch", type=int, default=128)
     learn.add_argument("--learning-rate", type=float, default=1e-4)
-    learn.add_argument("--channels", type=int, default=64, help="model width (new checkpoints only)")
+    learn.add_argument("--channels", type=int, default=32, help="model width (new checkpoints only)")
     learn.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     learn.set_defaults(run=_codec_train)
+    export = codec.add_parser("export", parents=[common], help="write a checkpoint's weights for the codec")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("--out", type=Path, help="weight file (default: the one the codec ships)")
+    export.set_defaults(run=_codec_export)
     return parser
 
 
@@ -272,6 +276,15 @@ def _codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
     )
     result = train(args.folders, args.checkpoint, training, ModelConfig(channels=args.channels), args.device)
     print(json.dumps(result))
+    return 0
+
+
+def _codec_export(_config: NodeConfig, args: argparse.Namespace) -> int:
+    from workers.codecs.learned.zoo import SHIPPED_WEIGHTS, export_checkpoint
+
+    out = args.out or SHIPPED_WEIGHTS
+    card = export_checkpoint(args.checkpoint, out)
+    print(json.dumps({"weights": str(out), **card}))
     return 0
 
 

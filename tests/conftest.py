@@ -190,3 +190,24 @@ def getscu(port: int, out_dir: Path, keys: dict[str, str], *extra: str) -> subpr
     for key, value in keys.items():
         args += ["-k", f"{key}={value}"]
     return subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=300)
+
+
+def mixture_from_floats(mean, log_scale, logit):
+    """An integer Mixture from float parameters (sample units, natural logs), as tests state
+    distributions; the codec itself gets integers straight from its network."""
+    import math
+
+    import torch
+
+    from workers.codecs.learned.entropy import mixture_from_indices
+    from workers.codecs.learned.fixed_point import (
+        LOGIT_STEPS,
+        MEAN_FRAC_BITS,
+        SCALE_MIN_LOG2,
+        SCALE_STEPS_PER_OCTAVE,
+    )
+
+    fixed_mean = torch.round(mean.double() * 2**MEAN_FRAC_BITS).long()
+    scale_index = torch.round((log_scale.double() / math.log(2) - SCALE_MIN_LOG2) * SCALE_STEPS_PER_OCTAVE)
+    logit_index = torch.round(logit.double() / math.log(2) * LOGIT_STEPS)
+    return mixture_from_indices(fixed_mean, scale_index.long(), logit_index.long())

@@ -9,8 +9,28 @@ import math
 import pytest
 import torch
 
-from workers.codecs.learned.entropy import HALF_WINDOW, Mixture, decode, encode, quantize
-from workers.codecs.learned.fixed_point import phi_table
+from tests.conftest import mixture_from_floats as quantize
+from workers.codecs.learned.entropy import (
+    CDF_TOTAL,
+    ESCAPE,
+    HALF_WINDOW,
+    WEIGHT_BITS,
+    Mixture,
+    _cdf,
+    _centre_and_low_bits,
+    decode,
+    encode,
+    mixture_from_indices,
+)
+from workers.codecs.learned.fixed_point import (
+    INVERSE_SHIFT,
+    MEAN_FRAC_BITS,
+    PHI_BITS,
+    Z_MAX,
+    Z_STEPS,
+    inverse_scale_table,
+    phi_table,
+)
 
 
 def _mixture(n: int, k: int, *, centre: float, log_scale: float, seed: int) -> Mixture:
@@ -77,3 +97,43 @@ def test_phi_table_is_monotone_and_spans_the_cdf() -> None:
     table = phi_table()
     assert table[0] == 0 and table[-1] == 2**16 and bool((table[1:] >= table[:-1]).all())
     assert HALF_WINDOW * 2 + 1 < 2**12  # torchac's alphabet stays far below its precision limit
+
+
+def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torch.Tensor:
+    """The CDF arithmetic spelled out with torch tensor ops: the oracle for the C++ loop."""
+    phi = phi_table()
+    inverse = inverse_scale_table()[mixture.scale_index]
+    steps = torch.arange(-HALF_WINDOW, HALF_WINDOW + 1)
+    edge = ((centre[:, None] + steps[None, :] * (1 << low_bits)[:, None]) << MEAN_FRAC_BITS) - (
+        1 << (MEAN_FRAC_BITS - 1)
+    )
+    offset = edge[:, None, :] - mixture.mean[:, :, None]
+    z = torch.div(offset * inverse[:, :, None], 1 << INVERSE_SHIFT, rounding_mode="floor")
+    z_index = (z + Z_MAX * Z_STEPS).clamp(0, 2 * Z_MAX * Z_STEPS)
+    below = (phi[z_index] * mixture.weight[:, :, None]).sum(dim=1)
+    total = 1 << (PHI_BITS + WEIGHT_BITS)
+    masses = torch.cat([below[:, 1:] - below[:, :-1], below[:, :1] + (total - below[:, -1:])], dim=-1)
+    frequencies = 1 + torch.div(masses * (CDF_TOTAL - (ESCAPE + 1)), total, rounding_mode="floor")
+    cdf = torch.zeros(masses.shape[0], ESCAPE + 2, dtype=torch.int64)
+    cdf[:, 1:] = torch.cumsum(frequencies, dim=-1)
+    return cdf.clamp(max=CDF_TOTAL - 1).to(torch.int32).to(torch.int16)
+
+
+@pytest.mark.parametrize(("centre", "log_scale", "k"), [(100.0, 0.5, 1), (30000.0, 6.0, 3), (900.0, 4.0, 5)])
+def test_compiled_cdfs_equal_the_torch_arithmetic(centre: float, log_scale: float, k: int) -> None:
+    mixture = _mixture(3000, k, centre=centre, log_scale=log_scale, seed=k)
+    centre_values, low_bits = _centre_and_low_bits(mixture)
+    assert torch.equal(
+        _cdf(mixture, centre_values, low_bits), _cdf_in_torch(mixture, centre_values, low_bits)
+    )
+
+
+def test_weights_are_integers_summing_to_the_total_and_never_zero() -> None:
+    logits = torch.tensor([[0, 0, 0], [64, -64, 0], [5, 5, -3], [200, -200, 0]])
+    mixture = mixture_from_indices(
+        torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 3, dtype=torch.long), logits
+    )
+    assert mixture.weight.sum(dim=-1).tolist() == [2**WEIGHT_BITS] * 4
+    assert int(mixture.weight.min()) >= 1
+    assert mixture.weight[0].tolist() == [86, 85, 85]  # remainders go to the first components
+    assert mixture.weight[3].tolist() == mixture.weight[1].tolist()  # logits clamp to the table

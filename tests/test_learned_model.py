@@ -20,7 +20,7 @@ def _ct_patch() -> tuple[torch.Tensor, int]:
 
 def test_scales_halve_and_symbols_are_bounded_integers() -> None:
     model = MultiScaleModel(TINY)
-    z1, z2, z3 = model.analyse(torch.rand(2, 1, 64, 40))
+    z1, z2, z3 = model.analyse(torch.randint(0, 4096, (2, 1, 64, 40)).float(), 12)
     assert [z.shape[-2:] for z in (z1, z2, z3)] == [(32, 20), (16, 10), (8, 5)]
     assert all(torch.equal(z, z.round()) and z.min() >= 0 and z.max() <= AUX_LEVELS - 1 for z in (z1, z2, z3))
 

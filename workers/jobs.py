@@ -18,7 +18,7 @@ from scp_node.index.repository import find_instance
 from workers.blob import EncodedInstance, VerificationError, encode_instance
 from workers.codecs import CodecUnavailable
 from workers.pixels import UnsupportedPixels
-from workers.policy import CodecCache, CodecChoice, choose_codec, fallback_chain
+from workers.policy import CodecCache, CodecChoice, choose_codec, fallback_chain, rivals
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +129,35 @@ def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[Encode
     failures = []
     for attempt in fallback_chain(choice):
         try:
-            encoded = encode_instance(data, _codecs.get(attempt))
-        except (
-            VerificationError,
-            UnsupportedPixels,
-            CodecUnavailable,
-            RuntimeError,
-            ValueError,
-        ) as exc:
+            encoded = _encode_smallest(data, attempt, uid)
+        except _ENCODE_FAILURES as exc:
             failures.append(f"{attempt.name}: {exc}")
             log.warning("codec %s failed on %s: %s", attempt.name, uid, exc)
             continue
         return encoded, attempt != choice
     raise RuntimeError(f"no codec could store {uid}: {'; '.join(failures)}")
+
+
+_ENCODE_FAILURES = (VerificationError, UnsupportedPixels, CodecUnavailable, RuntimeError, ValueError)
+
+
+def _encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
+    """The chosen codec's verified blob, or a rival's where that is smaller for this image."""
+    codec = _codecs.get(choice)
+    best = encode_instance(data, codec)
+    if codec is None or best.mode != "coded":
+        return best
+    for rival in rivals(codec):
+        try:
+            candidate = encode_instance(data, _codecs.get(rival))
+        except _ENCODE_FAILURES as exc:
+            log.warning("rival codec %s failed on %s: %s", rival.name, uid, exc)
+            continue
+        if len(candidate.blob) < len(best.blob):
+            best = candidate
+    if best.codec != choice.name:
+        log.info("%s: %s codes smaller than %s", uid, best.codec, choice.name)
+    return best
 
 
 def mark_failed(sop_instance_uid: str, error: str) -> None:

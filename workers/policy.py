@@ -42,6 +42,12 @@ def fallback_chain(choice: CodecChoice) -> list[CodecChoice]:
     return chain
 
 
+def rivals(codec: Codec) -> list[CodecChoice]:
+    """Codecs this one must beat on each image to be stored (a learned codec names the
+    standard ones; where they code an image smaller, theirs is the blob kept)."""
+    return [CodecChoice(name) for name in getattr(codec, "competes_with", ())]
+
+
 def validate_policy(config: CompressionConfig) -> None:
     """Create every codec config names, so a bad name fails at start-up, not on an image."""
     for choice in [CodecChoice(config.default_codec, config.default_options)] + [

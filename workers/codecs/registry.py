@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from workers.codecs.base import Codec, CodecUnavailable
+from workers.codecs.learned.codec import LearnedCodec
 from workers.codecs.standard import DeflateCodec, Jpeg2000Codec, JpegLsCodec, JpegXlCodec
 
 # Policy name for "store the pixel data exactly as received, without re-encoding".
 PASSTHROUGH = "passthrough"
 
 _CODECS: dict[str, type[Codec]] = {
-    cls.name: cls for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec)
+    cls.name: cls for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec, LearnedCodec)
 }
 
 

@@ -1,9 +1,9 @@
 """Arithmetic coding of integer values under a discretized Gaussian mixture, with CDFs built
 only from integers so that encoder and decoder agree bit for bit on any device.
 
-The network predicts, per value, K Gaussian components (mean, scale, weight) as floats;
-`quantize` turns them into integers (fixed-point means, an index into a log-spaced scale
-table, weights summing to WEIGHT_TOTAL). Everything after that is integer arithmetic:
+The network predicts, per value, K Gaussian components as integers (fixed-point means, an
+index into a log-spaced scale table, a logit index); `mixture_from_indices` turns the logits
+into weights summing to WEIGHT_TOTAL. Everything here is integer arithmetic:
 
 - Each value x is split around the mixture's centre c into a coarse bin j and low bits:
   x - c = j * 2**b + low, with b from the dominant component's scale (bins no wider than
@@ -18,19 +18,22 @@ table, weights summing to WEIGHT_TOTAL). Everything after that is integer arithm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 
 from workers.codecs.learned.fixed_point import (
     INVERSE_SHIFT,
+    LOGIT_LIMIT,
     MEAN_FRAC_BITS,
     PHI_BITS,
     SCALE_LEVELS,
-    SCALE_MIN_LOG2,
-    SCALE_STEPS_PER_OCTAVE,
     Z_MAX,
     Z_STEPS,
+    exp2_table,
     inverse_scale_table,
     low_bits_of_scale,
     phi_table,
@@ -53,21 +56,25 @@ class Mixture:
     weight: torch.Tensor  # >= 0, rows sum to WEIGHT_TOTAL
 
 
-def quantize(mean: torch.Tensor, log_scale: torch.Tensor, logit: torch.Tensor) -> Mixture:
-    """Float network outputs (N, K) -> integer parameters; the only step that sees floats."""
-    fixed_mean = torch.round(mean.double() * 2**MEAN_FRAC_BITS).long()
-    log2_scale = log_scale.double() / np.log(2.0)
-    index = torch.round((log2_scale - SCALE_MIN_LOG2) * SCALE_STEPS_PER_OCTAVE).long()
-    weights = torch.softmax(logit.double(), dim=-1)
-    # Largest-remainder rounding keeps the sum exact; each weight at least 1 so no component vanishes.
-    spare = WEIGHT_TOTAL - weights.shape[-1]
-    raw = weights * spare
-    whole = torch.floor(raw).long()
+def mixture_from_indices(mean: torch.Tensor, scale_index: torch.Tensor, logit_index: torch.Tensor) -> Mixture:
+    """Integer network outputs (N, K) -> a Mixture, with integer arithmetic only.
+
+    mean: fixed point (MEAN_FRAC_BITS); scale_index: into the scale table (clamped here);
+    logit_index: weights are proportional to 2 ** (logit_index / LOGIT_STEPS). Weights are
+    rounded to WEIGHT_TOTAL by largest remainder (ties by component order), each at least 1
+    so that no component vanishes.
+    """
+    logit_index = logit_index.clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
+    relative = exp2_table().to(mean.device)[logit_index.amax(dim=-1, keepdim=True) - logit_index]
+    spare = WEIGHT_TOTAL - relative.shape[-1]
+    total = relative.sum(dim=-1, keepdim=True)
+    whole = torch.div(relative * spare, total, rounding_mode="floor")
+    remainder = relative * spare - whole * total
     missing = spare - whole.sum(dim=-1, keepdim=True)
-    order = torch.argsort(raw - whole, dim=-1, descending=True, stable=True)
-    bonus = (torch.arange(weights.shape[-1], device=mean.device) < missing).long()
+    order = torch.argsort(remainder, dim=-1, descending=True, stable=True)
+    bonus = (torch.arange(relative.shape[-1], device=mean.device) < missing).long()
     whole.scatter_add_(-1, order, bonus)
-    return Mixture(fixed_mean, index.clamp(0, SCALE_LEVELS - 1), whole + 1)
+    return Mixture(mean.long(), scale_index.long().clamp(0, SCALE_LEVELS - 1), whole + 1)
 
 
 def _centre_and_low_bits(mixture: Mixture) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,29 +96,41 @@ def _centre_and_low_bits(mixture: Mixture) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torch.Tensor:
-    """(N, ESCAPE + 2) int16 CDF for torchac: bins -H..H-1 then the escape symbol."""
-    device = mixture.mean.device
-    phi = phi_table().to(device)
-    inverse = inverse_scale_table().to(device)[mixture.scale_index]  # (N, K)
-    steps = torch.arange(-HALF_WINDOW, HALF_WINDOW + 1, device=device)  # bin edges, (E,)
-    # Edge e = centre + j * 2**b - 1/2, in mean units (2**MEAN_FRAC_BITS per value).
-    edge = ((centre[:, None] + steps[None, :] * (1 << low_bits)[:, None]) << MEAN_FRAC_BITS) - (
-        1 << (MEAN_FRAC_BITS - 1)
+    """(N, ESCAPE + 2) int16 CDF for torchac: bins -H..H-1 then the escape symbol.
+
+    Edge e = centre + j * 2**b - 1/2 (in mean units) for j in -H..H; the mass below an edge is
+    sum_k weight_k * Phi((edge - mean_k) / sigma_k) from the integer tables; bins are
+    differences of masses, the escape takes both tails; every symbol gets at least 1/2**16.
+    The loop is C++ (cdf_backend.cpp): in torch it would move (N, K, bins) int64 temporaries
+    through memory and take most of the coding time.
+    """
+    inverse = inverse_scale_table()[mixture.scale_index.cpu()]
+    return _cdf_backend().build_cdf(
+        mixture.mean.cpu(),
+        inverse,
+        mixture.weight.cpu(),
+        centre.cpu(),
+        low_bits.cpu(),
+        phi_table(),
+        HALF_WINDOW,
+        MEAN_FRAC_BITS,
+        INVERSE_SHIFT,
+        Z_MAX * Z_STEPS,
+        1 << (PHI_BITS + WEIGHT_BITS),
+        CDF_TOTAL,
     )
-    offset = edge[:, None, :] - mixture.mean[:, :, None]  # (N, K, E)
-    z = torch.div(offset * inverse[:, :, None], 1 << INVERSE_SHIFT, rounding_mode="floor")
-    z_index = (z + Z_MAX * Z_STEPS).clamp(0, 2 * Z_MAX * Z_STEPS)
-    mass_below = (phi[z_index] * mixture.weight[:, :, None]).sum(dim=1)  # (N, E), of 2**(16+8)
-    total = 1 << (PHI_BITS + WEIGHT_BITS)
-    bins = mass_below[:, 1:] - mass_below[:, :-1]
-    escape = mass_below[:, :1] + (total - mass_below[:, -1:])
-    masses = torch.cat([bins, escape], dim=-1)  # (N, ESCAPE + 1)
-    symbols = masses.shape[-1]
-    frequencies = 1 + torch.div(masses * (CDF_TOTAL - symbols), total, rounding_mode="floor")
-    cdf = torch.zeros(masses.shape[0], symbols + 1, dtype=torch.int64, device=device)
-    cdf[:, 1:] = torch.cumsum(frequencies, dim=-1)
-    # torchac reads uint16; the last entry is ignored (the last symbol ends at 2**16).
-    return cdf.clamp(max=CDF_TOTAL - 1).to(torch.int32).to(torch.int16)
+
+
+@cache
+def _cdf_backend() -> ModuleType:
+    """Compiled on first use, like torchac's own backend, and cached by torch."""
+    from torch.utils.cpp_extension import load
+
+    return load(
+        name="scp_node_mixture_cdf",
+        sources=[str(Path(__file__).with_name("cdf_backend.cpp"))],
+        extra_cflags=["-O3", "-std=c++20"],
+    )
 
 
 def encode(values: torch.Tensor, mixture: Mixture, value_bits: int) -> tuple[bytes, bytes]:
@@ -125,7 +144,7 @@ def encode(values: torch.Tensor, mixture: Mixture, value_bits: int) -> tuple[byt
     inside = (bins >= -HALF_WINDOW) & (bins < HALF_WINDOW)
     symbols = torch.where(inside, bins + HALF_WINDOW, torch.full_like(bins, ESCAPE))
     coded = torchac.encode_int16_normalized_cdf(
-        _cdf(mixture, centre, low_bits).cpu(), symbols.to(torch.int16).cpu()
+        _cdf(mixture, centre, low_bits), symbols.to(torch.int16).cpu()
     )
     raw_values = torch.cat([low[inside], values[~inside]]).cpu()
     widths = torch.cat([low_bits[inside], torch.full_like(values[~inside], value_bits)]).cpu()
@@ -137,7 +156,7 @@ def decode(coded: bytes, raw: bytes, mixture: Mixture, value_bits: int) -> torch
     import torchac
 
     centre, low_bits = _centre_and_low_bits(mixture)
-    cdf = _cdf(mixture, centre, low_bits).cpu()
+    cdf = _cdf(mixture, centre, low_bits)
     symbols = torchac.decode_int16_normalized_cdf(cdf, coded).long().to(centre.device)
     inside = symbols != ESCAPE
     widths = torch.cat([low_bits[inside], torch.full_like(symbols[~inside], value_bits)]).cpu()

@@ -27,6 +27,10 @@ REACH_SIGMAS = 6
 MEAN_FRAC_BITS = 4
 # z * Z_STEPS = (x - mean) * inverse_scale >> INVERSE_SHIFT, x and mean in mean units.
 INVERSE_SHIFT = 24
+# Mixture weights are proportional to 2 ** (logit_index / LOGIT_STEPS), |logit_index| <= LOGIT_LIMIT.
+LOGIT_STEPS = 8
+LOGIT_LIMIT = 64
+EXP2_BITS = 16
 
 
 def _phi(z: Decimal, sqrt_two_pi: Decimal) -> Decimal:
@@ -107,4 +111,17 @@ def reach_table() -> torch.Tensor:
         values = []
         for s in range(SCALE_LEVELS):
             values.append(int((REACH_SIGMAS * _sigma(s)).to_integral_value(rounding="ROUND_CEILING")))
+    return torch.tensor(values, dtype=torch.int64)
+
+
+@cache
+def exp2_table() -> torch.Tensor:
+    """int64[2 * LOGIT_LIMIT + 1]: round(2**EXP2_BITS * 2**(-d / LOGIT_STEPS)) for d = 0, 1, ...,
+    the relative weight of a component d logit steps below the largest."""
+    with localcontext() as context:
+        context.prec = 60
+        values = [
+            int(((Decimal(EXP2_BITS) - Decimal(d) / LOGIT_STEPS) * Decimal(2).ln()).exp().to_integral_value())
+            for d in range(2 * LOGIT_LIMIT + 1)
+        ]
     return torch.tensor(values, dtype=torch.int64)

@@ -86,11 +86,11 @@ def train(
         step += 1
         last = {
             "step": step,
-            "bpsp_total": float(total) / patches.numel(),
-            "bpsp_image": float(per_scale[-1]) / patches.numel(),
+            "bpsp_total": float(total.detach()) / patches.numel(),
+            "bpsp_image": float(per_scale[-1].detach()) / patches.numel(),
         }
         if step % training.checkpoint_every == 0 or step == training.steps:
-            _save(checkpoint, model, optimizer, step, generator, config, training)
+            _save(checkpoint, model, optimizer, step, generator, config, training, folders)
             rate = step / max(time.monotonic() - started, 1e-9)
             log.info(
                 "step %d: %.3f bpsp (image %.3f), %.2f steps/s",
@@ -110,6 +110,7 @@ def _save(
     generator: random.Random,
     config: ModelConfig,
     training: TrainingConfig,
+    folders: list[Path],
 ) -> None:
     """Write to a temporary name and rename, so a run killed mid-save keeps its last checkpoint."""
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,7 @@ def _save(
             "optimizer": optimizer.state_dict(),
             "step": step,
             "python_random": generator.getstate(),
+            "folders": [str(folder) for folder in folders],
         },
         partial,
     )

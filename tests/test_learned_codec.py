@@ -1,0 +1,201 @@
+"""The learned codec: bit-exact on real images of every bit depth and odd sizes, colour and
+frames; the same bytes on any thread count and batch shape; decode on the CPU of a GPU encode;
+damage and foreign weights refused; the node keeps it only where it beats the standard codecs,
+and storescu -> learned -> getscu returns every instance byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from scp_node.index.models import Instance
+from tests.conftest import (
+    getscu,
+    make_config,
+    pydicom_data_dir,
+    pydicom_test_file,
+    start_node,
+    storescu,
+)
+from workers.blob import decode_instance, encode_instance
+from workers.codecs import ImageDescription, create_codec
+from workers.codecs.learned import codec as learned_codec
+from workers.codecs.learned.codec import LearnedCodec, LearnedDecodeError
+from workers.codecs.learned.model import ModelConfig, MultiScaleModel
+from workers.codecs.learned.zoo import save_weights
+from workers.dicom_layout import dataset_offset
+from workers.jobs import _encode_smallest
+from workers.policy import CodecChoice
+
+TILE = 64  # small tiles: every test image spans several, with partial edge tiles
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny untrained model: losslessness and determinism must not depend on training."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_weights(MultiScaleModel(ModelConfig(channels=8, aux_channels=2, components=2)), path, {})
+    return path
+
+
+def _ct(bit_depth: int, rows: int = 131, columns: int = 97) -> tuple[np.ndarray, ImageDescription]:
+    """A crop of a real CT slice at `bit_depth` bits, odd in both sides."""
+    ct = dcmread(pydicom_data_dir() / "693_UNCR.dcm").pixel_array.astype(np.int64)
+    ct = ct - ct.min()
+    shift = int(ct.max()).bit_length() - bit_depth
+    values = ct >> shift if shift >= 0 else ct << -shift
+    values = values[200 : 200 + rows, 150 : 150 + columns]
+    desc = ImageDescription(1, rows, columns, 1, bit_depth)
+    return values.reshape(desc.shape).astype(desc.dtype), desc
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10, 12, 14, 16])
+def test_round_trip_is_exact_at_every_bit_depth(weights: Path, bit_depth: int) -> None:
+    samples, desc = _ct(bit_depth)
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    assert np.array_equal(codec.decode(codec.encode(samples, desc), desc), samples)
+
+
+def test_extreme_values_escape_and_come_back(weights: Path) -> None:
+    """Salt and pepper at 0 and 65535 next to smooth content: far outside every prediction."""
+    samples, desc = _ct(16, 40, 33)
+    samples[0, ::7, ::5, 0] = 65535
+    samples[0, 3::11, 2::3, 0] = 0
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    assert np.array_equal(codec.decode(codec.encode(samples, desc), desc), samples)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "SC_rgb.dcm", "emri_small.dcm", "SC_rgb_small_odd.dcm"])
+def test_instances_rebuild_byte_identical(weights: Path, name: str) -> None:
+    """Signed 16-bit CT, 8-bit RGB (three planes), multi-frame MR, a 3 x 5 colour image."""
+    data = pydicom_test_file(name).read_bytes()
+    encoded = encode_instance(data, LearnedCodec(weights=str(weights), tile=TILE))
+    assert encoded.codec == "learned" and encoded.mode == "coded"
+    assert decode_instance(encoded.blob, LearnedCodec(weights=str(weights), tile=TILE)).data == data
+
+
+def test_same_bytes_on_any_thread_count_and_batch_shape(
+    weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples, desc = _ct(12, 200, 150)
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        payload = codec.encode(samples, desc)
+        torch.set_num_threads(2)
+        assert codec.encode(samples, desc) == payload
+        assert np.array_equal(codec.decode(payload, desc), samples)
+        monkeypatch.setattr(learned_codec, "TILES_PER_BATCH", 1)
+        assert codec.encode(samples, desc) == payload
+        assert np.array_equal(codec.decode(payload, desc), samples)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_gpu_encode_decodes_on_the_cpu(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    samples, desc = _ct(16, 300, 257)
+    gpu = LearnedCodec(weights=str(weights), tile=TILE)
+    assert gpu.device.type == "cuda"
+    payload = gpu.encode(samples, desc)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = LearnedCodec(weights=str(weights), tile=TILE)
+    assert cpu.device.type == "cpu"
+    assert np.array_equal(cpu.decode(payload, desc), samples)
+
+
+def test_damage_and_foreign_weights_fail_loudly(weights: Path, tmp_path: Path) -> None:
+    samples, desc = _ct(12)
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    payload = bytearray(codec.encode(samples, desc))
+    damaged = bytes(payload[:-200]) + bytes(b ^ 0x5A for b in payload[-200:-100]) + bytes(payload[-100:])
+    with pytest.raises(LearnedDecodeError):
+        codec.decode(damaged, desc)
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_weights(MultiScaleModel(ModelConfig(channels=8, aux_channels=2, components=2)), other, {})
+    with pytest.raises(LearnedDecodeError, match="weights"):
+        LearnedCodec(weights=str(other), tile=TILE).decode(bytes(payload), desc)
+
+
+def test_node_keeps_the_smallest_of_learned_and_the_standard_codecs(weights: Path) -> None:
+    data = pydicom_data_dir().joinpath("MR2_UNCR.dcm").read_bytes()
+    choice = CodecChoice("learned", {"weights": str(weights), "tile": TILE})
+    kept = _encode_smallest(data, choice, "test")
+    sizes = {
+        name: len(encode_instance(data, create_codec(name, **options)).blob)
+        for name, options in [("learned", choice.options), ("jpegxl", {}), ("jpegls", {})]
+    }
+    assert kept.codec == min(sizes, key=sizes.get)
+    assert len(kept.blob) == min(sizes.values())
+    forced = _encode_smallest(data, CodecChoice("learned", {**choice.options, "compete": False}), "test")
+    assert forced.codec == "learned"
+
+
+def _at_bit_depth(source: Path, bit_depth: int, out: Path, study_uid: str) -> Path:
+    """The real CT with its pixels brought to `bit_depth` stored bits, as a new instance."""
+    dataset = dcmread(source)
+    values = dataset.pixel_array.astype(np.int64)
+    values = values - values.min()
+    values = values >> max(0, int(values.max()).bit_length() - bit_depth)
+    dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = bit_depth, bit_depth - 1, 0
+    dataset.BitsAllocated = 8 if bit_depth == 8 else 16
+    dataset.PixelData = values.astype(np.uint8 if bit_depth == 8 else np.uint16).tobytes()
+    dataset.RescaleIntercept, dataset.RescaleSlope = 0, 1
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, generate_uid()
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    path = out / f"ct{bit_depth}.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.dcmtk
+def test_storescu_learned_getscu_returns_every_bit_depth_byte_identical(
+    weights: Path, tmp_path: Path, dcmtk: None
+) -> None:
+    study_uid = generate_uid()
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    files = [
+        _at_bit_depth(pydicom_test_file("CT_small.dcm"), b, sources, study_uid) for b in (8, 10, 12, 14, 16)
+    ]
+    files.append(pydicom_test_file("CT_small.dcm"))  # signed 16-bit, as sent by the scanner
+    options = {"weights": str(weights), "tile": TILE, "compete": False}
+    config = make_config(
+        tmp_path, "", **{"compression.default_codec": "learned", "compression.default_options": options}
+    )
+    node = start_node(config)
+    try:
+        result = storescu(node.port, files)
+        assert result.returncode == 0, result.stdout
+        node.wait_for_jobs()
+        with node.context.sessions() as session:
+            stored = {
+                row.sop_instance_uid: (row.codec, row.dataset_sha256) for row in session.query(Instance)
+            }
+        assert {codec for codec, _ in stored.values()} == {"learned"} and len(stored) == len(files)
+        received: dict[str, bytes] = {}
+        for study in {study_uid, str(dcmread(files[-1]).StudyInstanceUID)}:
+            out = tmp_path / "received" / study
+            fetched = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+            assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+            for path in out.iterdir():
+                received[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path.read_bytes()
+    finally:
+        node.stop()
+    # storescu drops trailing padding (FFFC,FFFC): the node returns the data set it received.
+    for path in files:
+        uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        back = received[uid]
+        assert hashlib.sha256(back[dataset_offset(back) :]).hexdigest() == stored[uid][1], path.name
+        assert np.array_equal(dcmread(io.BytesIO(back)).pixel_array, dcmread(path).pixel_array), path.name

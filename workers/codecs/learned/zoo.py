@@ -1,0 +1,55 @@
+"""Weight files of the learned codec: the one the project ships, and any a site trains.
+
+A weight file holds the model config, the state dict and a model card (what it was trained on,
+for how long, what it measured). Blobs record the first bytes of the file's SHA-256, so a blob
+is only ever decoded by the exact weights that coded it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.codecs.learned.model import ModelConfig, MultiScaleModel
+
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "seedb.pt"
+DIGEST_BYTES = 8
+
+
+def save_weights(model: MultiScaleModel, path: Path, card: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save({"model_config": asdict(model.config), "model": state, "card": card}, partial)
+    partial.replace(path)
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
+    """Weights only (no optimiser state) of a training checkpoint, with its card; returns the card."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = MultiScaleModel(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    card = {
+        "steps": state["step"],
+        "training": state["training_config"],
+        "folders": state.get("folders", []),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    save_weights(model, out, card)
+    return card
+
+
+def weights_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()[:DIGEST_BYTES]
+
+
+def load_model(path: Path, device: torch.device) -> tuple[MultiScaleModel, bytes, dict[str, Any]]:
+    """(model in eval mode on `device`, digest of the file, model card)."""
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    model = MultiScaleModel(ModelConfig(**contents["model_config"]))
+    model.load_state_dict(contents["model"])
+    return model.eval().to(device), weights_digest(path), contents.get("card", {})
