@@ -7,7 +7,13 @@ anything on an image is counted as failed there and left out of its sizes and sp
 averaged away, and the run exits with status 1.
 
     python bench/codec_bench.py FOLDER [FOLDER ...] [--codecs jpegls,jpegxl] [--out bench/out]
-        [--markdown FILE]
+        [--markdown FILE] [--held-out]
+
+--held-out keeps only the patients `image_corpus.split_by_patient` holds out of training (and
+drops noise images), which is where the learned codec's compression must be judged. When the
+codecs include `learned` and the standard codecs it competes with, a row "node" shows what the
+node stores: per image the smallest of them (its encode time is all of their encodes, as the
+node runs them all), and a line gives the mix of codecs chosen.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from workers.codecs import (
     available_codecs,
     create_codec,
 )
-from workers.image_corpus import Corpus, Image, load_corpus
+from workers.codecs.learned.codec import STANDARD_RIVALS
+from workers.image_corpus import Corpus, Image, load_corpus, split_by_patient
 
 GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT")
 OVERALL = "all"
@@ -64,6 +71,7 @@ class Result:
     ratio: float | None = None
     encode_mpix_s: float | None = None
     decode_mpix_s: float | None = None
+    kept: str | None = None  # for NODE_CHOICE rows: the codec whose blob the node keeps
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,39 @@ def measure(codec: Codec, image: Image) -> Result:
 
 def run_codecs(codecs: Sequence[Codec], images: Sequence[Image]) -> list[Result]:
     return [measure(codec, image) for codec in codecs for image in images]
+
+
+NODE_CHOICE = "node"
+COMPETITORS = ("learned", *STANDARD_RIVALS)
+
+
+def node_choice(results: Sequence[Result]) -> list[Result]:
+    """Per image, the smallest exact result among COMPETITORS, renamed NODE_CHOICE; its encode
+    speed counts every competitor's encode. Empty unless all competitors were run."""
+    by_image: dict[str, dict[str, Result]] = {}
+    for r in results:
+        if r.codec in COMPETITORS:
+            by_image.setdefault(r.path, {})[r.codec] = r
+    chosen = []
+    for candidates in by_image.values():
+        exact = [r for r in candidates.values() if r.exact]
+        if len(candidates) < len(COMPETITORS) or not exact:
+            continue
+        best = min(exact, key=lambda r: r.payload_bytes or 0)
+        encode_seconds = sum(r.pixels / (r.encode_mpix_s or math.inf) / 1e6 for r in exact)
+        fields = {**asdict(best), "codec": NODE_CHOICE, "kept": best.codec}
+        fields["encode_mpix_s"] = best.pixels / encode_seconds / 1e6
+        chosen.append(Result(**fields))
+    return chosen
+
+
+def mix_lines(chosen: Sequence[Result]) -> list[str]:
+    """Which codec the node keeps, per modality group."""
+    lines = []
+    for group in [g for g in GROUP_ORDER if any(r.modality == g for r in chosen)] + [OVERALL]:
+        counts = Counter(r.kept for r in chosen if group in (OVERALL, r.modality))
+        lines.append(f"node keeps ({group}): " + ", ".join(f"{c} {n}" for c, n in counts.most_common()))
+    return lines
 
 
 def summarise(codec: str, results: Sequence[Result]) -> Summary:
@@ -277,6 +318,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="plot and JSON folder")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
+    parser.add_argument("--held-out", action="store_true", help="only the held-out patients")
     args = parser.parse_args(argv)
     for folder in args.folders:
         if not folder.is_dir():
@@ -292,8 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CodecUnavailable as exc:
         sys.exit(f"codec_bench: {exc}")
     corpus = load_corpus(args.folders)
-    results = run_codecs(codecs, corpus.images)
-    groups = summaries_by_group(args.codecs, results)
+    images = corpus.images
+    if args.held_out:
+        images = split_by_patient(images).held_out
+        header.append(f"held-out patients only: {len(images)} images")
+    results = run_codecs(codecs, images)
+    chosen = node_choice(results)
+    header += mix_lines(chosen) if chosen else []
+    groups = summaries_by_group(args.codecs + ([NODE_CHOICE] if chosen else []), [*results, *chosen])
     print(report_text(header, corpus, results, groups), end="")
     args.out.mkdir(parents=True, exist_ok=True)
     plot_bpsp(groups, args.out / "bpsp_by_modality.png")

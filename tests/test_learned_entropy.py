@@ -12,7 +12,6 @@ import torch
 from tests.conftest import mixture_from_floats as quantize
 from workers.codecs.learned.entropy import (
     CDF_TOTAL,
-    ESCAPE,
     HALF_WINDOW,
     WEIGHT_BITS,
     Mixture,
@@ -20,6 +19,7 @@ from workers.codecs.learned.entropy import (
     _centre_and_low_bits,
     decode,
     encode,
+    half_window,
     mixture_from_indices,
 )
 from workers.codecs.learned.fixed_point import (
@@ -48,6 +48,8 @@ def _mixture(n: int, k: int, *, centre: float, log_scale: float, seed: int) -> M
         (12, 2000.0, 2.0, 3),
         (16, 30000.0, 6.0, 5),  # 16-bit, wide: bins of several values, low bits raw
         (16, 100.0, -3.0, 2),  # scale below the table's smallest: clamped
+        (4, 7.0, 0.5, 3),  # auxiliary symbols: a 16-bin window
+        (4, 30.0, 3.0, 2),  # centre outside 0..15: values escape
     ],
 )
 def test_round_trip_is_exact(bits: int, centre: float, log_scale: float, k: int) -> None:
@@ -99,11 +101,11 @@ def test_phi_table_is_monotone_and_spans_the_cdf() -> None:
     assert HALF_WINDOW * 2 + 1 < 2**12  # torchac's alphabet stays far below its precision limit
 
 
-def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torch.Tensor:
+def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int) -> torch.Tensor:
     """The CDF arithmetic spelled out with torch tensor ops: the oracle for the C++ loop."""
     phi = phi_table()
     inverse = inverse_scale_table()[mixture.scale_index]
-    steps = torch.arange(-HALF_WINDOW, HALF_WINDOW + 1)
+    steps = torch.arange(-half, half + 1)
     edge = ((centre[:, None] + steps[None, :] * (1 << low_bits)[:, None]) << MEAN_FRAC_BITS) - (
         1 << (MEAN_FRAC_BITS - 1)
     )
@@ -113,19 +115,24 @@ def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor
     below = (phi[z_index] * mixture.weight[:, :, None]).sum(dim=1)
     total = 1 << (PHI_BITS + WEIGHT_BITS)
     masses = torch.cat([below[:, 1:] - below[:, :-1], below[:, :1] + (total - below[:, -1:])], dim=-1)
-    frequencies = 1 + torch.div(masses * (CDF_TOTAL - (ESCAPE + 1)), total, rounding_mode="floor")
-    cdf = torch.zeros(masses.shape[0], ESCAPE + 2, dtype=torch.int64)
+    frequencies = 1 + torch.div(masses * (CDF_TOTAL - (2 * half + 1)), total, rounding_mode="floor")
+    cdf = torch.zeros(masses.shape[0], 2 * half + 2, dtype=torch.int64)
     cdf[:, 1:] = torch.cumsum(frequencies, dim=-1)
     return cdf.clamp(max=CDF_TOTAL - 1).to(torch.int32).to(torch.int16)
 
 
-@pytest.mark.parametrize(("centre", "log_scale", "k"), [(100.0, 0.5, 1), (30000.0, 6.0, 3), (900.0, 4.0, 5)])
-def test_compiled_cdfs_equal_the_torch_arithmetic(centre: float, log_scale: float, k: int) -> None:
+@pytest.mark.parametrize(
+    ("centre", "log_scale", "k", "value_bits"),
+    [(100.0, 0.5, 1, 8), (30000.0, 6.0, 3, 16), (900.0, 4.0, 5, 12), (7.0, 0.0, 3, 4)],
+)
+def test_compiled_cdfs_equal_the_torch_arithmetic(
+    centre: float, log_scale: float, k: int, value_bits: int
+) -> None:
     mixture = _mixture(3000, k, centre=centre, log_scale=log_scale, seed=k)
-    centre_values, low_bits = _centre_and_low_bits(mixture)
-    assert torch.equal(
-        _cdf(mixture, centre_values, low_bits), _cdf_in_torch(mixture, centre_values, low_bits)
-    )
+    half = half_window(value_bits)
+    centre_values, low_bits = _centre_and_low_bits(mixture, half)
+    expected = _cdf_in_torch(mixture, centre_values, low_bits, half)
+    assert torch.equal(_cdf(mixture, centre_values, low_bits, half), expected)
 
 
 def test_weights_are_integers_summing_to_the_total_and_never_zero() -> None:

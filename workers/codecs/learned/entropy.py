@@ -40,11 +40,10 @@ from workers.codecs.learned.fixed_point import (
     reach_table,
 )
 
-HALF_WINDOW = 64  # bins each side of the centre; 2 * 64 bins + escape = 129 symbols
+HALF_WINDOW = 32  # bins each side of the centre; 2 * 32 bins + escape = 65 symbols
 WEIGHT_BITS = 8
 WEIGHT_TOTAL = 2**WEIGHT_BITS
 CDF_TOTAL = 2**16  # torchac's precision
-ESCAPE = 2 * HALF_WINDOW
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,17 @@ def mixture_from_indices(mean: torch.Tensor, scale_index: torch.Tensor, logit_in
     return Mixture(mean.long(), scale_index.long().clamp(0, SCALE_LEVELS - 1), whole + 1)
 
 
-def _centre_and_low_bits(mixture: Mixture) -> tuple[torch.Tensor, torch.Tensor]:
+def half_window(value_bits: int) -> int:
+    """Bins each side of the centre: HALF_WINDOW, or fewer where the values have fewer levels
+    (4-bit auxiliary symbols need 16: a 65-symbol CDF would cost twice the work)."""
+    return min(HALF_WINDOW, 1 << value_bits)
+
+
+def _centre_and_low_bits(mixture: Mixture, half: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer centre (weighted mean, rounded down) and low-bit count per value.
 
     Bins are as narrow as the dominant component allows (sigma / 4), but wide enough that the
-    window of 2 * HALF_WINDOW bins reaches every component's mass (REACH_SIGMAS sigmas), so a
+    window of 2 * half bins reaches every component's mass (REACH_SIGMAS sigmas), so a
     spread-out mixture costs a few raw low bits instead of many escapes.
     """
     weighted = (mixture.mean * mixture.weight).sum(dim=-1)
@@ -91,12 +96,12 @@ def _centre_and_low_bits(mixture: Mixture) -> tuple[torch.Tensor, torch.Tensor]:
     distance = (mixture.mean - (centre[:, None] << MEAN_FRAC_BITS)).abs() >> MEAN_FRAC_BITS
     reach = (distance + 1 + reach_table().to(centre.device)[mixture.scale_index]).amax(dim=-1)
     doublings = torch.arange(17, device=centre.device)
-    needed = ((HALF_WINDOW << doublings)[None, :] < reach[:, None]).sum(dim=-1)
+    needed = ((half << doublings)[None, :] < reach[:, None]).sum(dim=-1)
     return centre, torch.maximum(low_bits, needed)
 
 
-def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torch.Tensor:
-    """(N, ESCAPE + 2) int16 CDF for torchac: bins -H..H-1 then the escape symbol.
+def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int) -> torch.Tensor:
+    """(N, 2 * half + 2) int16 CDF for torchac: bins -half..half-1 then the escape symbol.
 
     Edge e = centre + j * 2**b - 1/2 (in mean units) for j in -H..H; the mass below an edge is
     sum_k weight_k * Phi((edge - mean_k) / sigma_k) from the integer tables; bins are
@@ -112,7 +117,7 @@ def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor) -> torc
         centre.cpu(),
         low_bits.cpu(),
         phi_table(),
-        HALF_WINDOW,
+        half,
         MEAN_FRAC_BITS,
         INVERSE_SHIFT,
         Z_MAX * Z_STEPS,
@@ -137,14 +142,15 @@ def encode(values: torch.Tensor, mixture: Mixture, value_bits: int) -> tuple[byt
     """values (N,) int64 in [0, 2**value_bits) -> (arithmetic-coded bins, raw bits)."""
     import torchac
 
-    centre, low_bits = _centre_and_low_bits(mixture)
+    half = half_window(value_bits)
+    centre, low_bits = _centre_and_low_bits(mixture, half)
     values = values.to(centre.device)
     bins = torch.div(values - centre, 1 << low_bits, rounding_mode="floor")
     low = values - centre - bins * (1 << low_bits)
-    inside = (bins >= -HALF_WINDOW) & (bins < HALF_WINDOW)
-    symbols = torch.where(inside, bins + HALF_WINDOW, torch.full_like(bins, ESCAPE))
+    inside = (bins >= -half) & (bins < half)
+    symbols = torch.where(inside, bins + half, torch.full_like(bins, 2 * half))  # 2 * half: escape
     coded = torchac.encode_int16_normalized_cdf(
-        _cdf(mixture, centre, low_bits), symbols.to(torch.int16).cpu()
+        _cdf(mixture, centre, low_bits, half), symbols.to(torch.int16).cpu()
     )
     raw_values = torch.cat([low[inside], values[~inside]]).cpu()
     widths = torch.cat([low_bits[inside], torch.full_like(values[~inside], value_bits)]).cpu()
@@ -155,16 +161,17 @@ def decode(coded: bytes, raw: bytes, mixture: Mixture, value_bits: int) -> torch
     """The inverse of `encode`, given the same integer mixture."""
     import torchac
 
-    centre, low_bits = _centre_and_low_bits(mixture)
-    cdf = _cdf(mixture, centre, low_bits)
+    half = half_window(value_bits)
+    centre, low_bits = _centre_and_low_bits(mixture, half)
+    cdf = _cdf(mixture, centre, low_bits, half)
     symbols = torchac.decode_int16_normalized_cdf(cdf, coded).long().to(centre.device)
-    inside = symbols != ESCAPE
+    inside = symbols != 2 * half
     widths = torch.cat([low_bits[inside], torch.full_like(symbols[~inside], value_bits)]).cpu()
     unpacked = _unpack_bits(raw, widths).to(centre.device)
     inside_count = int(inside.sum())
     values = torch.empty_like(symbols)
     values[inside] = (
-        centre[inside] + (symbols[inside] - HALF_WINDOW) * (1 << low_bits[inside]) + unpacked[:inside_count]
+        centre[inside] + (symbols[inside] - half) * (1 << low_bits[inside]) + unpacked[:inside_count]
     )
     values[~inside] = unpacked[inside_count:]
     return values

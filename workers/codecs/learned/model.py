@@ -18,7 +18,7 @@ decoder reproduces the encoder's distributions exactly on any device. The analys
 only in the encoder (its symbols are transmitted), so it may use plain float convs.
 
 Images are normalised by their bit depth, so one model serves 8 to 16 bits: means are
-predicted in [0, 1] of the range, scales as log2 relative to the range.
+predicted in [0, 1] of the range, scales as log2 offsets from a bit-depth dependent start.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ SCALES = 3
 AUX_BITS = 4
 AUX_LEVELS = 2**AUX_BITS  # symbols 0..15 per auxiliary channel
 PARAMETERS_PER_COMPONENT = 3  # mean, log2 scale, log2 weight
-INITIAL_LOG2_SCALE = -4.0  # an untrained model predicts sigma near 1/16 of the value range
+# An untrained model predicts log2 sigma = max(bit depth - INITIAL_BITS_BELOW, 0): 2 for 8-bit
+# images, 32 for 12-bit, 1 for the 4-bit symbols; near where trained models end up, so training
+# does not spend its first thousands of steps walking the scale down from the whole range.
+INITIAL_BITS_BELOW = 7
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def float_parameters(raw: torch.Tensor, bit_depth: int) -> tuple[torch.Tensor, t
     """(mean, natural log scale, logit) in sample units, for the training loss."""
     real = raw / ACTIVATION_STEPS
     mean = (real[..., 0] + 0.5) * (2**bit_depth - 1)
-    log_scale = (real[..., 1] + bit_depth + INITIAL_LOG2_SCALE) * math.log(2)
+    log_scale = (real[..., 1] + _initial_log2_scale(bit_depth)) * math.log(2)
     return mean, log_scale, real[..., 2] * math.log(2)
 
 
@@ -175,7 +178,11 @@ def integer_mixture(raw: torch.Tensor, bit_depth: int) -> Mixture:
     real = raw.reshape(-1, raw.shape[-2], PARAMETERS_PER_COMPONENT) / ACTIVATION_STEPS
     # Means are clamped to a bound no useful prediction reaches, so the int64 cast is defined.
     mean = torch.round((real[..., 0].clamp(-1.0, 2.0) + 0.5) * float((2**bit_depth - 1) << MEAN_FRAC_BITS))
-    offset = bit_depth + INITIAL_LOG2_SCALE - SCALE_MIN_LOG2
+    offset = _initial_log2_scale(bit_depth) - SCALE_MIN_LOG2
     scale_index = torch.round((real[..., 1].clamp(-64.0, 64.0) + offset) * SCALE_STEPS_PER_OCTAVE)
     logit_index = torch.round(real[..., 2].clamp(-64.0, 64.0) * LOGIT_STEPS)
     return mixture_from_indices(mean.long(), scale_index.long(), logit_index.long())
+
+
+def _initial_log2_scale(bit_depth: int) -> int:
+    return max(bit_depth - INITIAL_BITS_BELOW, 0)
