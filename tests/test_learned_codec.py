@@ -19,12 +19,13 @@ from scp_node.index.models import Instance
 from tests.conftest import (
     getscu,
     make_config,
+    mammogram_files,
     pydicom_data_dir,
     pydicom_test_file,
     start_node,
     storescu,
 )
-from workers.blob import decode_instance, encode_instance
+from workers.blob import decode_instance, encode_instance, extract_samples
 from workers.codecs import ImageDescription, create_codec
 from workers.codecs.learned import codec as learned_codec
 from workers.codecs.learned.codec import LearnedCodec, LearnedDecodeError
@@ -62,6 +63,15 @@ def test_round_trip_is_exact_at_every_bit_depth(weights: Path, bit_depth: int) -
     samples, desc = _ct(bit_depth)
     codec = LearnedCodec(weights=str(weights), tile=TILE)
     assert np.array_equal(codec.decode(codec.encode(samples, desc), desc), samples)
+
+
+def test_round_trip_is_exact_on_a_real_mammogram(weights: Path) -> None:
+    """16 bits stored (MG), a crop across the breast edge, two tile rows and columns, odd sides."""
+    samples, desc = extract_samples(mammogram_files()[0].read_bytes())
+    crop = np.ascontiguousarray(samples[:, 1500:1621, :99])
+    crop_desc = ImageDescription(1, 121, 99, 1, desc.bit_depth)
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    assert np.array_equal(codec.decode(codec.encode(crop, crop_desc), crop_desc), crop)
 
 
 def test_extreme_values_escape_and_come_back(weights: Path) -> None:
