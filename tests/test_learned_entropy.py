@@ -31,6 +31,7 @@ from workers.codecs.learned.fixed_point import (
     inverse_scale_table,
     phi_table,
 )
+from workers.codecs.learned.likelihood import mixture_bits
 
 
 def _mixture(n: int, k: int, *, centre: float, log_scale: float, seed: int) -> Mixture:
@@ -101,19 +102,21 @@ def test_phi_table_is_monotone_and_spans_the_cdf() -> None:
     assert HALF_WINDOW * 2 + 1 < 2**12  # torchac's alphabet stays far below its precision limit
 
 
-def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int) -> torch.Tensor:
+def _cdf_in_torch(
+    mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int, max_value: int
+) -> torch.Tensor:
     """The CDF arithmetic spelled out with torch tensor ops: the oracle for the C++ loop."""
     phi = phi_table()
     inverse = inverse_scale_table()[mixture.scale_index]
     steps = torch.arange(-half, half + 1)
-    edge = ((centre[:, None] + steps[None, :] * (1 << low_bits)[:, None]) << MEAN_FRAC_BITS) - (
-        1 << (MEAN_FRAC_BITS - 1)
-    )
+    first_value = centre[:, None] + steps[None, :] * (1 << low_bits)[:, None]
+    edge = (first_value << MEAN_FRAC_BITS) - (1 << (MEAN_FRAC_BITS - 1))
     offset = edge[:, None, :] - mixture.mean[:, :, None]
     z = torch.div(offset * inverse[:, :, None], 1 << INVERSE_SHIFT, rounding_mode="floor")
     z_index = (z + Z_MAX * Z_STEPS).clamp(0, 2 * Z_MAX * Z_STEPS)
-    below = (phi[z_index] * mixture.weight[:, :, None]).sum(dim=1)
     total = 1 << (PHI_BITS + WEIGHT_BITS)
+    below = (phi[z_index] * mixture.weight[:, :, None]).sum(dim=1)
+    below = torch.where(first_value <= 0, 0, torch.where(first_value > max_value, total, below))
     masses = torch.cat([below[:, 1:] - below[:, :-1], below[:, :1] + (total - below[:, -1:])], dim=-1)
     frequencies = 1 + torch.div(masses * (CDF_TOTAL - (2 * half + 1)), total, rounding_mode="floor")
     cdf = torch.zeros(masses.shape[0], 2 * half + 2, dtype=torch.int64)
@@ -123,16 +126,32 @@ def _cdf_in_torch(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor
 
 @pytest.mark.parametrize(
     ("centre", "log_scale", "k", "value_bits"),
-    [(100.0, 0.5, 1, 8), (30000.0, 6.0, 3, 16), (900.0, 4.0, 5, 12), (7.0, 0.0, 3, 4)],
+    [(100.0, 0.5, 1, 8), (30000.0, 6.0, 3, 16), (900.0, 4.0, 5, 12), (7.0, 0.0, 3, 4), (250.0, 2.0, 2, 8)],
 )
 def test_compiled_cdfs_equal_the_torch_arithmetic(
     centre: float, log_scale: float, k: int, value_bits: int
 ) -> None:
     mixture = _mixture(3000, k, centre=centre, log_scale=log_scale, seed=k)
-    half = half_window(value_bits)
-    centre_values, low_bits = _centre_and_low_bits(mixture, half)
-    expected = _cdf_in_torch(mixture, centre_values, low_bits, half)
-    assert torch.equal(_cdf(mixture, centre_values, low_bits, half), expected)
+    half, max_value = half_window(value_bits), 2**value_bits - 1
+    centre_values, low_bits = _centre_and_low_bits(mixture, half, max_value)
+    expected = _cdf_in_torch(mixture, centre_values, low_bits, half, max_value)
+    assert torch.equal(_cdf(mixture, centre_values, low_bits, half, max_value), expected)
+
+
+@pytest.mark.parametrize(("value", "mean"), [(0, -3.0), (15, 19.0), (0, -40.0)])
+def test_mass_beyond_the_range_belongs_to_the_end_values(value: int, mean: float) -> None:
+    """As in the training loss: a prediction past either end makes that end value nearly free."""
+    n = 4000
+    mixture = quantize(torch.full((n, 1), mean), torch.zeros(n, 1), torch.zeros(n, 1))
+    values = torch.full((n,), value)
+    coded, raw = encode(values, mixture, 4)
+    model_bits = float(
+        mixture_bits(
+            values.double(), torch.full((n, 1), mean), torch.zeros(n, 1), torch.zeros(n, 1), 15
+        ).mean()
+    )
+    assert 8 * (len(coded) + len(raw)) / n < model_bits + 0.05
+    assert torch.equal(decode(coded, raw, mixture, 4), values)
 
 
 def test_weights_are_integers_summing_to_the_total_and_never_zero() -> None:

@@ -12,7 +12,8 @@
 
 torch::Tensor build_cdf(torch::Tensor mean, torch::Tensor inverse, torch::Tensor weight,
                         torch::Tensor centre, torch::Tensor low_bits, torch::Tensor phi,
-                        int64_t half_window, int64_t mean_frac_bits, int64_t inverse_shift,
+                        int64_t half_window, int64_t max_value, int64_t mean_frac_bits,
+                        int64_t inverse_shift,
                         int64_t z_offset, int64_t total, int64_t cdf_total) {
   TORCH_CHECK(mean.dtype() == torch::kInt64 && inverse.dtype() == torch::kInt64 &&
                   weight.dtype() == torch::kInt64 && centre.dtype() == torch::kInt64 &&
@@ -43,7 +44,12 @@ torch::Tensor build_cdf(torch::Tensor mean, torch::Tensor inverse, torch::Tensor
     for (int64_t row = first; row < last; ++row) {
       for (int64_t e = 0; e < edges; ++e) {
         const int64_t step = e - half_window;
-        const int64_t edge = ((c[row] + step * (int64_t{1} << b[row])) << mean_frac_bits) - half;
+        const int64_t first_value = c[row] + step * (int64_t{1} << b[row]);  // edge = first - 1/2
+        if (first_value <= 0 || first_value > max_value) {  // tails belong to the end values
+          below[e] = first_value <= 0 ? 0 : total;
+          continue;
+        }
+        const int64_t edge = (first_value << mean_frac_bits) - half;
         int64_t mass = 0;
         for (int64_t j = 0; j < k; ++j) {
           const int64_t offset = edge - m[row * k + j];

@@ -82,30 +82,44 @@ def half_window(value_bits: int) -> int:
     return min(HALF_WINDOW, 1 << value_bits)
 
 
-def _centre_and_low_bits(mixture: Mixture, half: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer centre (weighted mean, rounded down) and low-bit count per value.
+def _centre_and_low_bits(mixture: Mixture, half: int, max_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer centre (weighted mean, rounded down, within [0, max_value]) and low-bit count.
 
     Bins are as narrow as the dominant component allows (sigma / 4), but wide enough that the
     window of 2 * half bins reaches every component's mass (REACH_SIGMAS sigmas), so a
-    spread-out mixture costs a few raw low bits instead of many escapes.
+    spread-out mixture costs a few raw low bits instead of many escapes. A component's mass
+    beyond the value range belongs to the end values (see `_cdf`), so reach is measured from
+    means clamped to the range. Two caps: bins never need to be wider than the window needs to
+    span the whole range, and near an end value they are at most as wide as the room to that
+    end: the bin holding the end value then starts there, so its low bits do not spread a
+    likely end value over impossible positions.
     """
     weighted = (mixture.mean * mixture.weight).sum(dim=-1)
-    centre = torch.div(weighted, WEIGHT_TOTAL << MEAN_FRAC_BITS, rounding_mode="floor")
+    centre = torch.div(weighted, WEIGHT_TOTAL << MEAN_FRAC_BITS, rounding_mode="floor").clamp(0, max_value)
     dominant = torch.argmax(mixture.weight, dim=-1, keepdim=True)
     low_bits = low_bits_of_scale(torch.gather(mixture.scale_index, -1, dominant).squeeze(-1))
-    distance = (mixture.mean - (centre[:, None] << MEAN_FRAC_BITS)).abs() >> MEAN_FRAC_BITS
+    inside_mean = mixture.mean.clamp(0, max_value << MEAN_FRAC_BITS)
+    distance = (inside_mean - (centre[:, None] << MEAN_FRAC_BITS)).abs() >> MEAN_FRAC_BITS
     reach = (distance + 1 + reach_table().to(centre.device)[mixture.scale_index]).amax(dim=-1)
     doublings = torch.arange(17, device=centre.device)
     needed = ((half << doublings)[None, :] < reach[:, None]).sum(dim=-1)
-    return centre, torch.maximum(low_bits, needed)
+    room = torch.minimum(centre, max_value - centre) + 1
+    room_cap = ((1 << doublings)[None, :] <= room[:, None]).sum(dim=-1) - 1  # floor(log2(room))
+    range_cap = max(0, max_value.bit_length() - half.bit_length() + 1)
+    return centre, torch.minimum(torch.maximum(low_bits, needed), room_cap.clamp(max=range_cap))
 
 
-def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int) -> torch.Tensor:
+def _cdf(
+    mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int, max_value: int
+) -> torch.Tensor:
     """(N, 2 * half + 2) int16 CDF for torchac: bins -half..half-1 then the escape symbol.
 
     Edge e = centre + j * 2**b - 1/2 (in mean units) for j in -H..H; the mass below an edge is
-    sum_k weight_k * Phi((edge - mean_k) / sigma_k) from the integer tables; bins are
-    differences of masses, the escape takes both tails; every symbol gets at least 1/2**16.
+    sum_k weight_k * Phi((edge - mean_k) / sigma_k) from the integer tables, except that edges
+    at or below the first value count as 0 and edges above the last value as all the mass: the
+    tails beyond [0, max_value] belong to the end values, as in the training loss
+    (likelihood.py). Bins are differences of masses, the escape takes what lies outside the
+    window; every symbol gets at least 1/2**16.
     The loop is C++ (cdf_backend.cpp): in torch it would move (N, K, bins) int64 temporaries
     through memory and take most of the coding time.
     """
@@ -118,6 +132,7 @@ def _cdf(mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: i
         low_bits.cpu(),
         phi_table(),
         half,
+        max_value,
         MEAN_FRAC_BITS,
         INVERSE_SHIFT,
         Z_MAX * Z_STEPS,
@@ -142,15 +157,15 @@ def encode(values: torch.Tensor, mixture: Mixture, value_bits: int) -> tuple[byt
     """values (N,) int64 in [0, 2**value_bits) -> (arithmetic-coded bins, raw bits)."""
     import torchac
 
-    half = half_window(value_bits)
-    centre, low_bits = _centre_and_low_bits(mixture, half)
+    half, max_value = half_window(value_bits), (1 << value_bits) - 1
+    centre, low_bits = _centre_and_low_bits(mixture, half, max_value)
     values = values.to(centre.device)
     bins = torch.div(values - centre, 1 << low_bits, rounding_mode="floor")
     low = values - centre - bins * (1 << low_bits)
     inside = (bins >= -half) & (bins < half)
     symbols = torch.where(inside, bins + half, torch.full_like(bins, 2 * half))  # 2 * half: escape
     coded = torchac.encode_int16_normalized_cdf(
-        _cdf(mixture, centre, low_bits, half), symbols.to(torch.int16).cpu()
+        _cdf(mixture, centre, low_bits, half, max_value), symbols.to(torch.int16).cpu()
     )
     raw_values = torch.cat([low[inside], values[~inside]]).cpu()
     widths = torch.cat([low_bits[inside], torch.full_like(values[~inside], value_bits)]).cpu()
@@ -161,9 +176,9 @@ def decode(coded: bytes, raw: bytes, mixture: Mixture, value_bits: int) -> torch
     """The inverse of `encode`, given the same integer mixture."""
     import torchac
 
-    half = half_window(value_bits)
-    centre, low_bits = _centre_and_low_bits(mixture, half)
-    cdf = _cdf(mixture, centre, low_bits, half)
+    half, max_value = half_window(value_bits), (1 << value_bits) - 1
+    centre, low_bits = _centre_and_low_bits(mixture, half, max_value)
+    cdf = _cdf(mixture, centre, low_bits, half, max_value)
     symbols = torchac.decode_int16_normalized_cdf(cdf, coded).long().to(centre.device)
     inside = symbols != 2 * half
     widths = torch.cat([low_bits[inside], torch.full_like(symbols[~inside], value_bits)]).cpu()
