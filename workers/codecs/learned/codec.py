@@ -156,9 +156,7 @@ class LearnedCodec(Codec):
                 depth = bit_depth if scale == 0 else AUX_BITS
                 decoded = []
                 for index, spec in enumerate(batch):
-                    coded, raw_bits = parts[index][
-                        1 + 2 * (SCALES - 1 - scale) : 3 + 2 * (SCALES - 1 - scale)
-                    ]
+                    coded, raw_bits = _scale_parts(parts[index], scale)
                     tile_raw = raw[index]
                     if scale == 0:
                         tile_raw = tile_raw[:, : spec.rows, : spec.columns]
@@ -169,6 +167,12 @@ class LearnedCodec(Codec):
                 else:
                     symbols = torch.stack(decoded).to(self.device, torch.float32)
         return pixels
+
+
+def _scale_parts(parts: list[bytes], scale: int) -> list[bytes]:
+    """(coded, raw) of `scale` in a stream [z3, then (coded, raw) for scales 2, 1, 0]."""
+    first = 1 + 2 * (SCALES - 1 - scale)
+    return parts[first : first + 2]
 
 
 def _tiles(desc: ImageDescription, tile: int) -> list[Tile]:

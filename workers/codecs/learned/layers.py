@@ -12,6 +12,11 @@ attention's sigmoid, which is not correctly rounded in any libm, is a table comp
 `decimal`. Training runs the same arithmetic with straight-through rounding, so the network
 that is trained is the network that codes.
 
+Every block also takes `integer=False`: the same layers in plain float arithmetic, in the same
+activation units, for the encoder-only analysis networks, whose outputs are transmitted and
+never recomputed. There, rounding activations to 1/ACTIVATION_STEPS would only erase the fine
+intensity detail of a 16-bit image before it reaches the auxiliary symbols.
+
 No batch norm anywhere: batch statistics would make a code depend on its batch.
 """
 
@@ -44,8 +49,11 @@ def round_straight_through(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def requantize(x: torch.Tensor) -> torch.Tensor:
-    """Activation units (float) -> integer activations in [-ACTIVATION_LIMIT, ACTIVATION_LIMIT]."""
+def requantize(x: torch.Tensor, integer: bool = True) -> torch.Tensor:
+    """Activation units (float) -> integer activations in [-ACTIVATION_LIMIT, ACTIVATION_LIMIT]
+    (unchanged in float layers)."""
+    if not integer:
+        return x
     return round_straight_through(x).clamp(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
@@ -56,8 +64,9 @@ def leaky_relu(x: torch.Tensor) -> torch.Tensor:
 class IntConv2d(nn.Conv2d):
     """A conv from integer activations to activation units (float, not yet rounded)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, integer: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.integer = integer
         taps = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         if taps * WEIGHT_LIMIT * ACTIVATION_LIMIT + BIAS_LIMIT >= EXACT_LIMIT:
             raise ValueError(f"{taps} taps per output can exceed float32's exact integers")
@@ -71,6 +80,8 @@ class IntConv2d(nn.Conv2d):
         return weight, bias, scale
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
+        if not self.integer:
+            return self._conv_forward(q, self.weight, self.bias * ACTIVATION_STEPS)
         weight, bias, scale = self.integer_parameters()
         accumulator = self._conv_forward(q, weight, bias)
         return accumulator * scale[None, :, None, None]
@@ -83,33 +94,39 @@ class IntConv2d(nn.Conv2d):
         return super()._conv_forward(q, weight, bias)
 
 
-def conv3x3(in_channels: int, out_channels: int, dilation: int = 1, groups: int = 1) -> IntConv2d:
-    return IntConv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, groups=groups)
+def conv3x3(
+    in_channels: int, out_channels: int, integer: bool, dilation: int = 1, groups: int = 1
+) -> IntConv2d:
+    return IntConv2d(
+        in_channels, out_channels, 3, padding=dilation, dilation=dilation, groups=groups, integer=integer
+    )
 
 
 class DilatedResidualBlock(nn.Module):
-    def __init__(self, channels: int, dilation: int) -> None:
+    def __init__(self, channels: int, dilation: int, integer: bool = True) -> None:
         super().__init__()
-        self.conv1 = conv3x3(channels, channels, dilation)
-        self.conv2 = conv3x3(channels, channels, dilation)
+        self.integer = integer
+        self.conv1 = conv3x3(channels, channels, integer, dilation)
+        self.conv2 = conv3x3(channels, channels, integer, dilation)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        hidden = requantize(leaky_relu(self.conv1(q)))
-        return requantize(q + self.conv2(hidden))
+        hidden = requantize(leaky_relu(self.conv1(q)), self.integer)
+        return requantize(q + self.conv2(hidden), self.integer)
 
 
 class FeatureExtractor(nn.Module):
     """A head conv, the dilated residual blocks, a tail conv with a long skip around the blocks."""
 
-    def __init__(self, in_channels: int, channels: int) -> None:
+    def __init__(self, in_channels: int, channels: int, integer: bool = True) -> None:
         super().__init__()
-        self.head = conv3x3(in_channels, channels)
-        self.blocks = nn.Sequential(*(DilatedResidualBlock(channels, d) for d in DILATIONS))
-        self.tail = conv3x3(channels, channels)
+        self.integer = integer
+        self.head = conv3x3(in_channels, channels, integer)
+        self.blocks = nn.Sequential(*(DilatedResidualBlock(channels, d, integer) for d in DILATIONS))
+        self.tail = conv3x3(channels, channels, integer)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        features = requantize(self.head(q))
-        return requantize(features + self.tail(self.blocks(features)))
+        features = requantize(self.head(q), self.integer)
+        return requantize(features + self.tail(self.blocks(features)), self.integer)
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -117,7 +134,7 @@ class DepthwiseSeparableConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.depthwise = conv3x3(in_channels, in_channels, groups=in_channels)
+        self.depthwise = conv3x3(in_channels, in_channels, integer=True, groups=in_channels)
         self.pointwise = IntConv2d(in_channels, out_channels, 1)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:

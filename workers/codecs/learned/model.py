@@ -15,7 +15,7 @@ an Upsampler whose output holds, for every sub-pixel of the finer scale, K mixtu
 The synthesis side is an integer network (layers.py) and its outputs are mapped to the coder's
 integer parameters by `integer_mixture` with correctly rounded float operations only, so the
 decoder reproduces the encoder's distributions exactly on any device. The analysis side runs
-only in the encoder (its symbols are transmitted), so it may use plain float convs.
+only in the encoder (its symbols are transmitted), so it uses the same layers in float.
 
 Images are normalised by their bit depth, so one model serves 8 to 16 bits: means are
 predicted in [0, 1] of the range, scales as log2 offsets from a bit-depth dependent start.
@@ -74,12 +74,12 @@ class Analysis(nn.Module):
     def __init__(self, in_channels: int, config: ModelConfig) -> None:
         super().__init__()
         self.down = nn.Conv2d(in_channels, config.channels, 3, stride=2, padding=1)
-        self.features = FeatureExtractor(config.channels, config.channels)
-        self.to_symbols = IntConv2d(config.channels, config.aux_channels, 1)
+        self.features = FeatureExtractor(config.channels, config.channels, integer=False)
+        self.to_symbols = IntConv2d(config.channels, config.aux_channels, 1, integer=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float in [-0.5, 0.5] -> integer symbols (as float)."""
-        features = self.features(requantize(self.down(x) * ACTIVATION_STEPS))
+        features = self.features(self.down(x) * ACTIVATION_STEPS)
         continuous = torch.sigmoid(self.to_symbols(features) / ACTIVATION_STEPS) * (AUX_LEVELS - 1)
         return round_straight_through(continuous)
 
