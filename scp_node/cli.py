@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     learn.add_argument("--steps", type=int, default=1000)
     learn.add_argument("--batch", type=int, default=8)
     learn.add_argument("--patch", type=int, default=128)
-    learn.add_argument("--learning-rate", type=float, default=1e-4)
+    learn.add_argument("--learning-rate", type=float, default=1e-3, help="at step 0")
+    learn.add_argument("--final-learning-rate", type=float, default=1e-5, help="cosine decay to this")
     learn.add_argument("--channels", type=int, default=32, help="model width (new checkpoints only)")
     learn.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     learn.set_defaults(run=_codec_train)
@@ -272,7 +273,11 @@ def _codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
     from workers.codecs.learned.train import TrainingConfig, train
 
     training = TrainingConfig(
-        steps=args.steps, patch=args.patch, batch=args.batch, learning_rate=args.learning_rate
+        steps=args.steps,
+        patch=args.patch,
+        batch=args.batch,
+        learning_rate=args.learning_rate,
+        final_learning_rate=args.final_learning_rate,
     )
     result = train(args.folders, args.checkpoint, training, ModelConfig(channels=args.channels), args.device)
     print(json.dumps(result))

@@ -42,3 +42,13 @@ def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
 def test_patch_size_must_fit_the_scales(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="multiple of 8"):
         train([tmp_path], tmp_path / "model.pt", TrainingConfig(patch=30))
+
+
+def test_learning_rate_decays_from_start_to_final_along_a_cosine() -> None:
+    from workers.codecs.learned.train import TrainingConfig, learning_rate_at
+
+    training = TrainingConfig(steps=1000, learning_rate=1e-3, final_learning_rate=1e-5)
+    rates = [learning_rate_at(step, training) for step in range(0, 1001, 50)]
+    assert rates[0] == 1e-3 and abs(rates[-1] - 1e-5) < 1e-12
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert abs(learning_rate_at(500, training) - (1e-3 + 1e-5) / 2) < 1e-12

@@ -10,6 +10,7 @@ on from its last checkpoint with `resume`, on CPU or GPU alike.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,11 @@ class TrainingConfig:
     steps: int = 1000
     patch: int = 128
     batch: int = 8
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
+    # Cosine decay to this by the last step. Means are predicted in units of the whole range, so
+    # a 16-bit mean moves by lr x 65535 x (feature size) per step: only a small final rate lets
+    # them settle to within a few values.
+    final_learning_rate: float = 1e-5
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -77,6 +82,8 @@ def train(
         log.info("resumed %s at step %d", checkpoint, step)
     started, last = time.monotonic(), {}
     while step < training.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, training)
         image = generator.choices(images, weights=weights)[0]
         patches = sample_batch(image, training.patch, training.batch, generator).to(device)
         optimizer.zero_grad()
@@ -100,6 +107,14 @@ def train(
                 rate,
             )
     return last
+
+
+def learning_rate_at(step: int, training: TrainingConfig) -> float:
+    """Cosine from learning_rate at step 0 to final_learning_rate at training.steps; a function
+    of the step alone, so a resumed run continues the same schedule."""
+    progress = min(step / max(training.steps, 1), 1.0)
+    span = training.learning_rate - training.final_learning_rate
+    return training.final_learning_rate + span * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _save(
