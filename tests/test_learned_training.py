@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import pydicom_test_file
-from workers.codecs.learned.train import TrainingConfig, train
+from workers.codecs.learned.train import TrainingConfig, learning_rate_at, train
 
 
 def _train(folder: Path, checkpoint: Path, steps: int) -> dict:
@@ -45,10 +46,8 @@ def test_patch_size_must_fit_the_scales(tmp_path: Path) -> None:
 
 
 def test_learning_rate_decays_from_start_to_final_along_a_cosine() -> None:
-    from workers.codecs.learned.train import TrainingConfig, learning_rate_at
-
     training = TrainingConfig(steps=1000, learning_rate=1e-3, final_learning_rate=1e-5)
     rates = [learning_rate_at(step, training) for step in range(0, 1001, 50)]
     assert rates[0] == 1e-3 and abs(rates[-1] - 1e-5) < 1e-12
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(rates))
     assert abs(learning_rate_at(500, training) - (1e-3 + 1e-5) / 2) < 1e-12
