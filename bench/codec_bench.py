@@ -41,8 +41,8 @@ from tables import markdown_table, text_table
 from workers.codecs import (
     Codec,
     CodecUnavailable,
-    available_codecs,
     create_codec,
+    lossless_codecs,
 )
 from workers.codecs.learned.codec import STANDARD_RIVALS
 from workers.image_corpus import Corpus, Image, load_corpus, split_by_patient
@@ -313,8 +313,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--codecs",
         type=codec_list,
-        default=",".join(available_codecs()),  # argparse runs `type` on a string default
-        help="comma-separated codec names (default: every available codec: %(default)s)",
+        default=",".join(lossless_codecs()),  # argparse runs `type` on a string default
+        help="comma-separated codec names (default: every lossless codec: %(default)s)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="plot and JSON folder")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")

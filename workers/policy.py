@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scp_node.config import CompressionConfig
-from workers.codecs import PASSTHROUGH, Codec, create_codec
+from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, create_codec
 
 # Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
 STANDARD_FALLBACKS = ("jpegxl", "jpegls")
@@ -53,8 +53,14 @@ def validate_policy(config: CompressionConfig) -> None:
     for choice in [CodecChoice(config.default_codec, config.default_options)] + [
         CodecChoice(rule.codec, rule.options) for rule in config.rules
     ]:
-        if choice.name != PASSTHROUGH:
-            create_codec(choice.name, **choice.options)
+        if choice.name == PASSTHROUGH:
+            continue
+        codec = create_codec(choice.name, **choice.options)
+        if not codec.lossless:
+            raise CodecUnavailable(
+                f"{choice.name} {choice.options} is lossy: the node stores instances losslessly only "
+                "(lossy storage with new SOP Instance UIDs is not implemented yet)"
+            )
 
 
 class CodecCache:

@@ -1,7 +1,7 @@
 """Pixel codecs: each turns an array of frames into bytes and back, and names its version."""
 
 from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
-from workers.codecs.registry import PASSTHROUGH, available_codecs, create_codec
+from workers.codecs.registry import PASSTHROUGH, available_codecs, create_codec, lossless_codecs
 
 __all__ = [
     "PASSTHROUGH",
@@ -10,4 +10,5 @@ __all__ = [
     "ImageDescription",
     "available_codecs",
     "create_codec",
+    "lossless_codecs",
 ]

@@ -7,17 +7,24 @@ from typing import Any
 from workers.codecs.base import Codec, CodecUnavailable
 from workers.codecs.learned.codec import LearnedCodec
 from workers.codecs.standard import DeflateCodec, Jpeg2000Codec, JpegLsCodec, JpegXlCodec
+from workers.codecs.upscale.bicubic import BicubicCodec
 
 # Policy name for "store the pixel data exactly as received, without re-encoding".
 PASSTHROUGH = "passthrough"
 
 _CODECS: dict[str, type[Codec]] = {
-    cls.name: cls for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec, LearnedCodec)
+    cls.name: cls
+    for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec, LearnedCodec, BicubicCodec)
 }
 
 
 def available_codecs() -> list[str]:
     return [name for name, cls in _CODECS.items() if getattr(cls, "available", True)]
+
+
+def lossless_codecs() -> list[str]:
+    """Available codecs that are lossless with their default options."""
+    return [name for name in available_codecs() if _CODECS[name].lossless]
 
 
 def create_codec(name: str, **options: Any) -> Codec:

@@ -1,0 +1,16 @@
+"""`bicubic`: the upscale scheme with the exact integer bicubic upscaler: bounded
+near-lossless storage for sites without upscaler weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workers.codecs.upscale.resample import upscale
+from workers.codecs.upscale.scheme import UpscaleCodec
+
+
+class BicubicCodec(UpscaleCodec):
+    name = "bicubic"
+
+    def upscale(self, small: np.ndarray, max_value: int) -> np.ndarray:
+        return upscale(small, self.scale, max_value)

@@ -1,0 +1,139 @@
+"""The downscale / upscale codec scheme, shared by every upscaler (bicubic here, an LDM later).
+
+Payload: MAGIC, scale, delta (-1: none), then the small image (JPEG XL lossless, the best
+standard lossless codec here), then in bounded mode the residual indices.
+
+Bounded mode (delta >= 0): with r = original - prediction, the index q = floor((r + delta) /
+(2 delta + 1)) is stored losslessly, and decode returns prediction + q (2 delta + 1), clipped to
+the sample range. Then |error| <= delta for every sample; clipping only moves a value towards
+the range that holds the original. delta 0 is lossless. The bound holds only if decode
+computes exactly the encoder's prediction, so an upscaler must give the same integers on every
+machine (bicubic: integer arithmetic).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+
+from workers.codecs.base import Codec, ImageDescription
+from workers.codecs.standard import JpegXlCodec
+from workers.codecs.upscale.resample import downscale
+
+MAGIC = b"UPSCALE1"
+SCALES = (2, 4)
+# Residual index planes: JPEG XL when they fit its 16-bit samples, else zlib of int32.
+JPEGXL_INDICES, ZLIB_INDICES = 0, 1
+
+
+class UpscaleCodec(Codec):
+    """Options: `scale` (2 or 4, default 2), `delta` (absent: the paper's plain lossy scheme;
+    an integer >= 0: every sample within delta of the original)."""
+
+    version = 1
+    lossless = False  # with the default options; an instance with delta 0 is lossless
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.scale = int(options.get("scale", 2))
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, not {self.scale}")
+        delta = options.get("delta")
+        self.delta = None if delta is None else int(delta)
+        if self.delta is not None and self.delta < 0:
+            raise ValueError(f"delta must be >= 0, not {self.delta}")
+        self.lossless = self.delta == 0
+        self._store = JpegXlCodec()
+
+    @abstractmethod
+    def upscale(self, small: np.ndarray, max_value: int) -> np.ndarray:
+        """(rows / scale, columns / scale) int64 -> (rows, columns) int64 in [0, max_value]."""
+
+    def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes:
+        max_value = (1 << desc.bit_depth) - 1
+        small = np.stack(
+            [
+                np.stack(
+                    [
+                        downscale(_padded(frame[..., s], self.scale), self.scale, max_value)
+                        for s in range(desc.samples)
+                    ],
+                    -1,
+                )
+                for frame in pixels
+            ]
+        )
+        small_desc = ImageDescription(
+            desc.frames, small.shape[1], small.shape[2], desc.samples, desc.bit_depth
+        )
+        small_payload = self._store.encode(small.astype(desc.dtype), small_desc)
+        header = MAGIC + struct.pack(
+            "<BiI", self.scale, -1 if self.delta is None else self.delta, len(small_payload)
+        )
+        if self.delta is None:
+            return header + small_payload
+        prediction = self._predict(small, desc)
+        step = 2 * self.delta + 1
+        indices = np.floor_divide(pixels.astype(np.int64) - prediction + self.delta, step)
+        if np.abs(_reconstruct(prediction, indices, step, max_value) - pixels).max(initial=0) > self.delta:
+            raise RuntimeError(f"{self.name}: reconstruction exceeds delta {self.delta}")
+        return header + small_payload + _pack_indices(indices)
+
+    def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
+        if not payload.startswith(MAGIC):
+            raise ValueError("not an upscale-codec payload")
+        scale, delta, small_length = struct.unpack_from("<BiI", payload, len(MAGIC))
+        if (scale, None if delta < 0 else delta) != (self.scale, self.delta):
+            raise ValueError(f"payload is scale {scale} delta {delta}, codec is {self.scale} {self.delta}")
+        start = len(MAGIC) + struct.calcsize("<BiI")
+        small_shape = (desc.frames, -(-desc.rows // scale), -(-desc.columns // scale), desc.samples)
+        small_desc = ImageDescription(*small_shape, bit_depth=desc.bit_depth)
+        small = self._store.decode(payload[start : start + small_length], small_desc).astype(np.int64)
+        prediction = self._predict(small, desc)
+        if self.delta is None:
+            return prediction.astype(desc.dtype)
+        indices = _unpack_indices(payload[start + small_length :], desc.shape)
+        step = 2 * self.delta + 1
+        return _reconstruct(prediction, indices, step, (1 << desc.bit_depth) - 1).astype(desc.dtype)
+
+    def _predict(self, small: np.ndarray, desc: ImageDescription) -> np.ndarray:
+        max_value = (1 << desc.bit_depth) - 1
+        out = np.empty(desc.shape, np.int64)
+        for f in range(desc.frames):
+            for s in range(desc.samples):
+                out[f, :, :, s] = self.upscale(small[f, :, :, s], max_value)[: desc.rows, : desc.columns]
+        return out
+
+
+def _padded(plane: np.ndarray, scale: int) -> np.ndarray:
+    rows, columns = plane.shape
+    return np.pad(plane, ((0, -rows % scale), (0, -columns % scale)), mode="edge")
+
+
+def _reconstruct(prediction: np.ndarray, indices: np.ndarray, step: int, max_value: int) -> np.ndarray:
+    return np.clip(prediction + indices * step, 0, max_value)
+
+
+def _pack_indices(indices: np.ndarray) -> bytes:
+    lowest = int(indices.min(initial=0))
+    unsigned = indices - lowest
+    bits = max(1, int(unsigned.max(initial=0)).bit_length())
+    header = struct.pack("<q", lowest)
+    if bits <= 16:
+        desc = ImageDescription(*indices.shape, bit_depth=bits)
+        return header + bytes([JPEGXL_INDICES]) + JpegXlCodec().encode(unsigned.astype(desc.dtype), desc)
+    return header + bytes([ZLIB_INDICES]) + zlib.compress(unsigned.astype("<i4").tobytes(), 9)
+
+
+def _unpack_indices(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarray:
+    (lowest,) = struct.unpack_from("<q", data)
+    kind, body = data[8], data[9:]
+    if kind == JPEGXL_INDICES:
+        unsigned = JpegXlCodec().decode(body, ImageDescription(*shape, bit_depth=16)).astype(np.int64)
+    else:
+        unsigned = np.frombuffer(zlib.decompress(body), "<i4").astype(np.int64).reshape(shape)
+    return unsigned + lowest
