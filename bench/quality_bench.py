@@ -1,0 +1,228 @@
+"""Quality benchmark of the lossy and near-lossless codecs (issue 5), per modality.
+
+Configurations:
+- `bicubic` x2 and x4 (Seed A's plain scheme, bicubic upscaler), and x2 bounded, delta 1, 2, 4.
+- Against JPEG-LS near-lossless (CharLS) at the same delta.
+- Against JPEG 2000 lossy at the matched ratio: per image, the largest quality target whose
+  stream is no larger than the bicubic payload.
+For each: bits per sub-pixel, ratio, PSNR, SSIM, FSIM (workers/image_quality.py), maximum
+absolute error, and encode / decode seconds per image. The `ldm` upscaler is not built yet, so
+no rows use a diffusion model.
+
+    python bench/quality_bench.py FOLDER [FOLDER ...] [--held-out] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagecodecs
+import jpeg_ls
+import numpy as np
+from tables import markdown_table, text_table
+
+from workers.codecs import ImageDescription, create_codec
+from workers.image_corpus import Image, load_corpus, split_by_patient
+from workers.image_quality import fsim, psnr, ssim
+
+GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT", "all")
+HEADER = ("configuration", "images", "bpsp", "ratio", "PSNR", "SSIM", "FSIM", "max err", "enc s", "dec s")
+DELTAS = (1, 2, 4)
+Coder = Callable[[np.ndarray, ImageDescription], tuple[int, np.ndarray]]  # -> (bytes, decoded)
+
+
+@dataclass(frozen=True)
+class Measure:
+    path: str
+    configuration: str
+    modality: str
+    payload_bytes: int
+    samples: int
+    native_bytes: int
+    psnr: float
+    ssim: float
+    fsim: float
+    max_error: int
+    encode_s: float
+    decode_s: float
+
+
+def codec_coder(name: str, **options: object) -> Coder:
+    codec = create_codec(name, **options)
+
+    def run(samples: np.ndarray, desc: ImageDescription) -> tuple[int, np.ndarray]:
+        payload = codec.encode(samples, desc)
+        return len(payload), codec.decode(payload, desc)
+
+    return run
+
+
+def jpegls_near_lossless(delta: int) -> Coder:
+    def run(samples: np.ndarray, desc: ImageDescription) -> tuple[int, np.ndarray]:
+        size, frames = 0, []
+        for frame in samples:
+            plane = frame[..., 0] if desc.samples == 1 else frame
+            stream = bytes(jpeg_ls.encode_array(np.ascontiguousarray(plane), lossy_error=delta))
+            size += len(stream)
+            frames.append(jpeg_ls.decode(np.frombuffer(stream, np.uint8)).reshape(frame.shape))
+        return size, np.stack(frames)
+
+    return run
+
+
+def jpeg2000_at_most(target_bytes: int) -> Coder:
+    """The best JPEG 2000 quality (PSNR target, bisected) whose streams fit in target_bytes."""
+
+    def run(samples: np.ndarray, desc: ImageDescription) -> tuple[int, np.ndarray]:
+        def encode(level: float) -> list[bytes]:
+            return [
+                bytes(
+                    imagecodecs.jpeg2k_encode(
+                        np.ascontiguousarray(f[..., 0] if desc.samples == 1 else f),
+                        level=level,
+                        reversible=False,
+                        bitspersample=desc.bit_depth,
+                    )
+                )
+                for f in samples
+            ]
+
+        low, high = 10.0, 140.0
+        best = encode(low)
+        for _ in range(9):
+            middle = (low + high) / 2
+            streams = encode(middle)
+            if sum(map(len, streams)) <= target_bytes:
+                best, low = streams, middle
+            else:
+                high = middle
+        decoded = np.stack([imagecodecs.jpeg2k_decode(s).reshape(samples.shape[1:]) for s in best])
+        return sum(map(len, best)), decoded
+
+    return run
+
+
+def measure(configuration: str, coder: Coder, image: Image) -> Measure:
+    start = time.perf_counter()
+    size, decoded = coder(image.samples, image.desc)
+    elapsed = time.perf_counter() - start
+    planes = [(f, s) for f in range(image.desc.frames) for s in range(image.desc.samples)]
+    reference = [image.samples[f, :, :, s] for f, s in planes]
+    test = [decoded[f, :, :, s] for f, s in planes]
+    depth = image.desc.bit_depth
+    error = np.abs(decoded.astype(np.int64) - image.samples.astype(np.int64))
+    return Measure(
+        path=str(image.path),
+        configuration=configuration,
+        modality=image.modality,
+        payload_bytes=size,
+        samples=image.sample_count,
+        native_bytes=image.native_bytes,
+        psnr=statistics.mean(psnr(r, t, depth) for r, t in zip(reference, test, strict=True)),
+        ssim=statistics.mean(ssim(r, t, depth) for r, t in zip(reference, test, strict=True)),
+        fsim=statistics.mean(fsim(r, t, depth) for r, t in zip(reference, test, strict=True)),
+        max_error=int(error.max(initial=0)),
+        encode_s=elapsed,  # encode and decode together for the coders that cannot split them
+        decode_s=math.nan,
+    )
+
+
+def measure_codec(configuration: str, name: str, options: dict, image: Image) -> Measure:
+    """As `measure`, with encode and decode timed apart (the node's codecs can be)."""
+    codec = create_codec(name, **options)
+    start = time.perf_counter()
+    payload = codec.encode(image.samples, image.desc)
+    encoded = time.perf_counter()
+    decoded = codec.decode(payload, image.desc)
+    done = time.perf_counter()
+    result = measure(configuration, lambda *_: (len(payload), decoded), image)
+    return Measure(**{**result.__dict__, "encode_s": encoded - start, "decode_s": done - encoded})
+
+
+def run(images: Sequence[Image]) -> tuple[list[Measure], list[str]]:
+    """All configurations on every image; a configuration that raises is reported, not fatal."""
+    results: list[Measure] = []
+    failures: list[str] = []
+
+    def attempt(image: Image, configuration: str, coder: Coder | None, options: dict | None = None):
+        try:
+            if coder is None:
+                result = measure_codec(configuration, "bicubic", options or {}, image)
+            else:
+                result = measure(configuration, coder, image)
+        except Exception as exc:  # a reference codec refusing an image must not end the run
+            failures.append(f"{configuration} on {image.path}: {type(exc).__name__}: {exc}")
+            return None
+        results.append(result)
+        return result
+
+    for image in images:
+        for scale in (2, 4):
+            plain = attempt(image, f"bicubic x{scale}", None, {"scale": scale})
+            if plain is not None:
+                coder = jpeg2000_at_most(plain.payload_bytes)
+                attempt(image, f"jpeg2000 at bicubic x{scale} size", coder)
+        for delta in DELTAS:
+            attempt(image, f"bicubic x2 delta {delta}", None, {"scale": 2, "delta": delta})
+            attempt(image, f"jpegls near-lossless {delta}", jpegls_near_lossless(delta))
+    return results, failures
+
+
+def summary_rows(results: Sequence[Measure], group: str) -> list[tuple[str, ...]]:
+    rows = []
+    chosen = [r for r in results if group in ("all", r.modality)]
+    for configuration in dict.fromkeys(r.configuration for r in chosen):
+        mine = [r for r in chosen if r.configuration == configuration]
+        payload = sum(r.payload_bytes for r in mine)
+        finite_psnr = [r.psnr for r in mine if math.isfinite(r.psnr)]
+        decode = [r.decode_s for r in mine if math.isfinite(r.decode_s)]
+        rows.append(
+            (
+                configuration,
+                str(len(mine)),
+                f"{8 * payload / sum(r.samples for r in mine):.3f}",
+                f"{sum(r.native_bytes for r in mine) / payload:.2f}",
+                f"{statistics.mean(finite_psnr):.2f}" if finite_psnr else "inf",
+                f"{statistics.mean(r.ssim for r in mine):.4f}",
+                f"{statistics.mean(r.fsim for r in mine):.4f}",
+                str(max(r.max_error for r in mine)),
+                f"{statistics.median(r.encode_s for r in mine):.3f}",
+                f"{statistics.median(decode):.3f}" if decode else "-",
+            )
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    parser.add_argument("--held-out", action="store_true", help="only the held-out patients")
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    images = load_corpus(args.folders).images
+    images = split_by_patient(images).held_out if args.held_out else images
+    results, failures = run(images)
+    groups = [g for g in GROUP_ORDER if g == "all" or any(r.modality == g for r in results)]
+    titles = {g: f"{g} ({len({r.path for r in results if g in ('all', r.modality)})} images)" for g in groups}
+    notes = [
+        "PSNR, SSIM, FSIM: means over images (PSNR over its finite values).",
+        "enc s of the JPEG-LS and JPEG 2000 rows is encode and decode together.",
+        *(f"FAILED {failure}" for failure in failures),
+    ]
+    text = [f"{titles[g]}\n{text_table(HEADER, summary_rows(results, g))}" for g in groups]
+    print("\n\n".join([*text, "\n".join(notes)]))
+    if args.markdown:
+        parts = [f"#### {titles[g]}\n\n{markdown_table(HEADER, summary_rows(results, g))}" for g in groups]
+        args.markdown.write_text("\n\n".join([*parts, "\n".join(f"- {n}" for n in notes)]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
