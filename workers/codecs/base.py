@@ -48,7 +48,7 @@ class Codec(ABC):
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
-    lossless: ClassVar[bool] = True
+    lossless: bool = True  # class default; a codec whose options decide it sets it per instance
 
     def __init__(self, **options: Any) -> None:
         self.options = options

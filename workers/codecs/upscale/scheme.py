@@ -55,18 +55,7 @@ class UpscaleCodec(Codec):
 
     def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes:
         max_value = (1 << desc.bit_depth) - 1
-        small = np.stack(
-            [
-                np.stack(
-                    [
-                        downscale(_padded(frame[..., s], self.scale), self.scale, max_value)
-                        for s in range(desc.samples)
-                    ],
-                    -1,
-                )
-                for frame in pixels
-            ]
-        )
+        small = self._downscaled(pixels, desc)
         small_desc = ImageDescription(
             desc.frames, small.shape[1], small.shape[2], desc.samples, desc.bit_depth
         )
@@ -99,6 +88,17 @@ class UpscaleCodec(Codec):
         indices = _unpack_indices(payload[start + small_length :], desc.shape)
         step = 2 * self.delta + 1
         return _reconstruct(prediction, indices, step, (1 << desc.bit_depth) - 1).astype(desc.dtype)
+
+    def _downscaled(self, pixels: np.ndarray, desc: ImageDescription) -> np.ndarray:
+        """Every frame and sample plane, padded to a multiple of the scale and downscaled."""
+        max_value = (1 << desc.bit_depth) - 1
+        rows, columns = -(-desc.rows // self.scale), -(-desc.columns // self.scale)
+        small = np.empty((desc.frames, rows, columns, desc.samples), np.int64)
+        for f in range(desc.frames):
+            for s in range(desc.samples):
+                plane = _padded(pixels[f, :, :, s], self.scale)
+                small[f, :, :, s] = downscale(plane, self.scale, max_value)
+        return small
 
     def _predict(self, small: np.ndarray, desc: ImageDescription) -> np.ndarray:
         max_value = (1 << desc.bit_depth) - 1
