@@ -26,7 +26,7 @@ from tests.conftest import (
     storescu,
 )
 from workers.blob import decode_instance, encode_instance, extract_samples
-from workers.codecs import ImageDescription, create_codec
+from workers.codecs import ImageDescription, create_codec, registry
 from workers.codecs.learned import codec as learned_codec
 from workers.codecs.learned.codec import LearnedCodec, LearnedDecodeError
 from workers.codecs.learned.model import ModelConfig, MultiScaleModel
@@ -121,6 +121,18 @@ def test_gpu_encode_decodes_on_the_cpu(weights: Path, monkeypatch: pytest.Monkey
     cpu = LearnedCodec(weights=str(weights), tile=TILE)
     assert cpu.device.type == "cpu"
     assert np.array_equal(cpu.decode(payload, desc), samples)
+
+
+def test_retrievals_share_one_codec_and_load_weights_once(
+    weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = pydicom_test_file("CT_small.dcm").read_bytes()
+    blob = encode_instance(data, LearnedCodec(weights=str(weights), tile=TILE)).blob
+    built = []
+    original = registry.create_codec
+    monkeypatch.setattr(registry, "create_codec", lambda *a, **k: built.append(a) or original(*a, **k))
+    assert all(decode_instance(blob).data == data for _ in range(3))  # as retrieval calls it
+    assert len(built) <= 1
 
 
 def test_damage_and_foreign_weights_fail_loudly(weights: Path, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
-from workers.codecs import Codec, ImageDescription, create_codec
+from workers.codecs import Codec, ImageDescription, shared_codec
 from workers.dicom_layout import FileLayout, PixelFormat, read_layout
 from workers.pixels import (
     SampleMapping,
@@ -249,8 +249,8 @@ def extract_samples(data: bytes) -> tuple[np.ndarray, ImageDescription]:
 
 
 def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) -> bytes:
-    if codec is None or codec.name != header["codec"]:
-        codec = create_codec(header["codec"], **header["codec_options"])
+    if codec is None or (codec.name, codec.options) != (header["codec"], header["codec_options"]):
+        codec = shared_codec(header["codec"], **header["codec_options"])
     if codec.version != header["codec_version"]:
         raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
     fmt = PixelFormat(**header["pixel_format"])

@@ -18,12 +18,11 @@ from scp_node.index.repository import find_instance
 from workers.blob import EncodedInstance, VerificationError, encode_instance
 from workers.codecs import CodecUnavailable
 from workers.pixels import UnsupportedPixels
-from workers.policy import CodecCache, CodecChoice, choose_codec, fallback_chain, rivals
+from workers.policy import CodecChoice, choose_codec, codec_for, fallback_chain, rivals
 
 log = logging.getLogger(__name__)
 
 _context: NodeContext | None = None
-_codecs = CodecCache()
 
 
 def bind(context: NodeContext) -> None:
@@ -143,13 +142,13 @@ _ENCODE_FAILURES = (VerificationError, UnsupportedPixels, CodecUnavailable, Runt
 
 def _encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
     """The chosen codec's verified blob, or a rival's where that is smaller for this image."""
-    codec = _codecs.get(choice)
+    codec = codec_for(choice)
     best = encode_instance(data, codec)
     if codec is None or best.mode != "coded":
         return best
     for rival in rivals(codec):
         try:
-            candidate = encode_instance(data, _codecs.get(rival))
+            candidate = encode_instance(data, codec_for(rival))
         except _ENCODE_FAILURES as exc:
             log.warning("rival codec %s failed on %s: %s", rival.name, uid, exc)
             continue

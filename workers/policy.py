@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from scp_node.config import CompressionConfig
-from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, create_codec
+from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, shared_codec
 
 # Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
 STANDARD_FALLBACKS = ("jpegxl", "jpegls")
@@ -17,10 +16,6 @@ STANDARD_FALLBACKS = ("jpegxl", "jpegls")
 class CodecChoice:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, tuple[tuple[str, Any], ...]]:
-        return self.name, tuple(sorted(self.options.items()))
 
 
 def choose_codec(config: CompressionConfig, *, modality: str, calling_ae: str) -> CodecChoice:
@@ -55,7 +50,7 @@ def validate_policy(config: CompressionConfig) -> None:
     ]:
         if choice.name == PASSTHROUGH:
             continue
-        codec = create_codec(choice.name, **choice.options)
+        codec = shared_codec(choice.name, **choice.options)  # also loads models once, at start-up
         if not codec.lossless:
             raise CodecUnavailable(
                 f"{choice.name} {choice.options} is lossy: the node stores instances losslessly only "
@@ -63,18 +58,8 @@ def validate_policy(config: CompressionConfig) -> None:
             )
 
 
-class CodecCache:
-    """Codecs are built once per process and reused: learned codecs load weights only once."""
-
-    def __init__(self) -> None:
-        self._codecs: dict[tuple, Codec] = {}
-        self._lock = threading.Lock()
-
-    def get(self, choice: CodecChoice) -> Codec | None:
-        """The codec for `choice`, or None for passthrough (pixels stored as received)."""
-        if choice.name == PASSTHROUGH:
-            return None
-        with self._lock:
-            if choice.key not in self._codecs:
-                self._codecs[choice.key] = create_codec(choice.name, **choice.options)
-            return self._codecs[choice.key]
+def codec_for(choice: CodecChoice) -> Codec | None:
+    """The process's codec for `choice`, or None for passthrough (pixels stored as received)."""
+    if choice.name == PASSTHROUGH:
+        return None
+    return shared_codec(choice.name, **choice.options)

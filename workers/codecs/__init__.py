@@ -1,7 +1,13 @@
 """Pixel codecs: each turns an array of frames into bytes and back, and names its version."""
 
 from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
-from workers.codecs.registry import PASSTHROUGH, available_codecs, create_codec, lossless_codecs
+from workers.codecs.registry import (
+    PASSTHROUGH,
+    available_codecs,
+    create_codec,
+    lossless_codecs,
+    shared_codec,
+)
 
 __all__ = [
     "PASSTHROUGH",
@@ -11,4 +17,5 @@ __all__ = [
     "available_codecs",
     "create_codec",
     "lossless_codecs",
+    "shared_codec",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from workers.codecs.base import Codec, CodecUnavailable
@@ -36,3 +37,17 @@ def create_codec(name: str, **options: Any) -> Codec:
     if not getattr(cls, "available", True):
         raise CodecUnavailable(f"codec {name!r} is not available on this machine")
     return cls(**options)
+
+
+_shared: dict[tuple, Codec] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_codec(name: str, **options: Any) -> Codec:
+    """One codec per (name, options) in this process, for compress jobs and retrievals alike:
+    a learned codec loads its weights once, not once per instance served."""
+    key = (name, tuple(sorted(options.items())))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = create_codec(name, **options)
+        return _shared[key]

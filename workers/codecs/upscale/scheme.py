@@ -70,7 +70,7 @@ class UpscaleCodec(Codec):
         indices = np.floor_divide(pixels.astype(np.int64) - prediction + self.delta, step)
         if np.abs(_reconstruct(prediction, indices, step, max_value) - pixels).max(initial=0) > self.delta:
             raise RuntimeError(f"{self.name}: reconstruction exceeds delta {self.delta}")
-        return header + small_payload + _pack_indices(indices)
+        return header + small_payload + _pack_indices(indices, self._store)
 
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
         if not payload.startswith(MAGIC):
@@ -85,7 +85,7 @@ class UpscaleCodec(Codec):
         prediction = self._predict(small, desc)
         if self.delta is None:
             return prediction.astype(desc.dtype)
-        indices = _unpack_indices(payload[start + small_length :], desc.shape)
+        indices = _unpack_indices(payload[start + small_length :], desc.shape, self._store)
         step = 2 * self.delta + 1
         return _reconstruct(prediction, indices, step, (1 << desc.bit_depth) - 1).astype(desc.dtype)
 
@@ -118,22 +118,22 @@ def _reconstruct(prediction: np.ndarray, indices: np.ndarray, step: int, max_val
     return np.clip(prediction + indices * step, 0, max_value)
 
 
-def _pack_indices(indices: np.ndarray) -> bytes:
+def _pack_indices(indices: np.ndarray, store: JpegXlCodec) -> bytes:
     lowest = int(indices.min(initial=0))
     unsigned = indices - lowest
     bits = max(1, int(unsigned.max(initial=0)).bit_length())
     header = struct.pack("<q", lowest)
     if bits <= 16:
         desc = ImageDescription(*indices.shape, bit_depth=bits)
-        return header + bytes([JPEGXL_INDICES]) + JpegXlCodec().encode(unsigned.astype(desc.dtype), desc)
+        return header + bytes([JPEGXL_INDICES]) + store.encode(unsigned.astype(desc.dtype), desc)
     return header + bytes([ZLIB_INDICES]) + zlib.compress(unsigned.astype("<i4").tobytes(), 9)
 
 
-def _unpack_indices(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarray:
+def _unpack_indices(data: bytes, shape: tuple[int, int, int, int], store: JpegXlCodec) -> np.ndarray:
     (lowest,) = struct.unpack_from("<q", data)
     kind, body = data[8], data[9:]
     if kind == JPEGXL_INDICES:
-        unsigned = JpegXlCodec().decode(body, ImageDescription(*shape, bit_depth=16)).astype(np.int64)
+        unsigned = store.decode(body, ImageDescription(*shape, bit_depth=16)).astype(np.int64)
     else:
         unsigned = np.frombuffer(zlib.decompress(body), "<i4").astype(np.int64).reshape(shape)
     return unsigned + lowest
