@@ -124,6 +124,7 @@ def _worker(config: NodeConfig, args: argparse.Namespace) -> int:
     from rq import SimpleWorker
 
     from workers import jobs
+    from workers.policy import validate_policy
     from workers.queue import RedisQueue
 
     if not config.queue.redis_url:
@@ -133,6 +134,7 @@ def _worker(config: NodeConfig, args: argparse.Namespace) -> int:
         )
         return 2
     context = NodeContext.open(config, migrate=False)
+    validate_policy(config.compression)
     jobs.bind(context)
     queue = RedisQueue(config.queue)
     # SimpleWorker runs jobs in this process: codecs (and a GPU) are loaded once and kept.
@@ -238,10 +240,11 @@ def _digest_problem(instance: Instance) -> str | None:
 
 def _codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     from workers.codec_trial import try_codec
-    from workers.codecs import CodecUnavailable, create_codec
+    from workers.codecs import CodecUnavailable, configure, create_codec
     from workers.pixels import UnsupportedPixels
 
     options = dict(_parse_option(text) for text in args.option)
+    configure(config.compression)  # compression.ldm.weights_dir and the like
     try:
         codec = create_codec(args.codec, **options)
     except CodecUnavailable as exc:

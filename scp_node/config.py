@@ -90,10 +90,36 @@ class CodecRule(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class LdmConfig(StrictModel):
+    """The `ldm` codec's upscaler: a StableDiffusionLatentUpscalePipeline saved in diffusers'
+    layout (e.g. a local copy of stabilityai/sd-x2-latent-upscaler). Unset: `ldm` is unavailable."""
+
+    weights_dir: Path | None = None
+    steps: int = Field(default=20, ge=1)  # denoising steps per x2 pass (a rule's options may override)
+    guidance: float = Field(default=0.0, ge=0.0)  # classifier-free guidance scale; 0 = none
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda where present
+
+
+class LossyConfig(StrictModel):
+    """What happens to the instance a modality sent when a rule stores a lossy copy of it.
+
+    The lossy copy has its own SOP Instance UID and is what queries and retrievals see. The
+    original is kept (losslessly coded, not served) so a radiologist's complaint can be
+    answered with the real image; keep_original_days bounds how long (None: forever).
+    """
+
+    keep_original: bool = True
+    keep_original_days: int | None = Field(default=30, ge=0)
+    # How often the node deletes originals past their time (`scp-node originals purge` does it now).
+    purge_interval_s: int = Field(default=3600, ge=60)
+
+
 class CompressionConfig(StrictModel):
     default_codec: str = "jpegxl"
     default_options: dict[str, Any] = Field(default_factory=dict)
     rules: list[CodecRule] = Field(default_factory=list)
+    ldm: LdmConfig = Field(default_factory=LdmConfig)
+    lossy: LossyConfig = Field(default_factory=LossyConfig)
     # Fraction of instances `scp-node verify` fully decodes and compares (digests are always checked).
     verify_sample: float = 0.1
 

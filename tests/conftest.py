@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import create_engine, text
 
-from scp_node.config import NodeConfig, load_config
+from scp_node.config import CompressionConfig, LdmConfig, NodeConfig, load_config
 from scp_node.context import NodeContext
 from scp_node.server import start
 from workers.queue import InProcessQueue, JobQueue, open_queue
@@ -218,3 +218,22 @@ def mixture_from_floats(mean, log_scale, logit):
     scale_index = torch.round((log_scale.double() / math.log(2) - SCALE_MIN_LOG2) * SCALE_STEPS_PER_OCTAVE)
     logit_index = torch.round(logit.double() / math.log(2) * LOGIT_STEPS)
     return mixture_from_indices(fixed_mean, scale_index.long(), logit_index.long())
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableDiffusionLatentUpscalePipeline saved in diffusers' layout."""
+    from workers.codecs.upscale.tiny_pipeline import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-ldm"))
+
+
+@pytest.fixture
+def ldm_settings(tiny_ldm_dir: Path) -> Iterator[CompressionConfig]:
+    """The codec registry configured with the tiny pipeline as compression.ldm.weights_dir."""
+    from workers.codecs import configure
+
+    settings = CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir))
+    configure(settings)
+    yield settings
+    configure(CompressionConfig())

@@ -1,6 +1,6 @@
 """The downscale / upscale scheme with the exact integer bicubic upscaler (issue 5 groundwork):
 the error bound holds for every bit depth, scale, odd size, colour and frames; delta 0 is
-lossless; plain mode is the paper's lossy scheme; the node refuses lossy policies for now."""
+lossless; plain mode is the paper's lossy scheme; lossy storage must be asked for by rule."""
 
 from __future__ import annotations
 
@@ -83,8 +83,13 @@ def test_options_are_checked() -> None:
         create_codec("bicubic", delta=-1)
 
 
-def test_node_refuses_lossy_policies_and_accepts_delta_zero() -> None:
+def test_lossy_codecs_only_in_rules_for_a_modality_or_sender() -> None:
     assert "bicubic" not in lossless_codecs()
     with pytest.raises(CodecUnavailable, match="lossy"):
         validate_policy(CompressionConfig(default_codec="bicubic", default_options={"scale": 2}))
+    with pytest.raises(CodecUnavailable, match="rule without modality"):
+        validate_policy(CompressionConfig(rules=[{"codec": "bicubic", "options": {"delta": 1}}]))
     validate_policy(CompressionConfig(default_codec="bicubic", default_options={"delta": 0}))
+    rule = {"modality": "CR", "codec": "bicubic", "options": {"delta": 2}}
+    validate_policy(CompressionConfig(rules=[rule]))
+    validate_policy(CompressionConfig(rules=[{"calling_ae": "LAB", "codec": "bicubic"}]))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scp_node.config import CompressionConfig
-from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, shared_codec
+from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, configure, shared_codec
 
 # Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
 STANDARD_FALLBACKS = ("jpegxl", "jpegls")
@@ -44,18 +44,29 @@ def rivals(codec: Codec) -> list[CodecChoice]:
 
 
 def validate_policy(config: CompressionConfig) -> None:
-    """Create every codec config names, so a bad name fails at start-up, not on an image."""
-    for choice in [CodecChoice(config.default_codec, config.default_options)] + [
-        CodecChoice(rule.codec, rule.options) for rule in config.rules
-    ]:
-        if choice.name == PASSTHROUGH:
-            continue
-        codec = shared_codec(choice.name, **choice.options)  # also loads models once, at start-up
-        if not codec.lossless:
-            raise CodecUnavailable(
-                f"{choice.name} {choice.options} is lossy: the node stores instances losslessly only "
-                "(lossy storage with new SOP Instance UIDs is not implemented yet)"
-            )
+    """Adopt `config` for this process's codecs and create every codec it names, so a bad name,
+    missing weights or a lossy catch-all fails at start-up, not on an image.
+
+    Lossy storage must be asked for by name for a modality or a sending AE: the default and a
+    rule matching everything must be lossless, so no instance becomes lossy by accident.
+    """
+    configure(config)
+    _require_lossless(config.default_codec, config.default_options, "compression.default_codec")
+    for rule in config.rules:
+        if rule.modality is None and rule.calling_ae is None:
+            _require_lossless(rule.codec, rule.options, "a rule without modality or calling_ae")
+        elif rule.codec != PASSTHROUGH:
+            shared_codec(rule.codec, **rule.options)  # also loads models once, at start-up
+
+
+def _require_lossless(name: str, options: dict[str, Any], where: str) -> None:
+    if name == PASSTHROUGH:
+        return
+    if not shared_codec(name, **options).lossless:
+        raise CodecUnavailable(
+            f"{name} {options} is lossy and may not be {where}: name it in a rule for a modality "
+            "or a calling AE, so that only those instances are stored lossy"
+        )
 
 
 def codec_for(choice: CodecChoice) -> Codec | None:

@@ -4,9 +4,11 @@ from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
 from workers.codecs.registry import (
     PASSTHROUGH,
     available_codecs,
+    configure,
     create_codec,
     lossless_codecs,
     shared_codec,
+    unavailable_codecs,
 )
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "CodecUnavailable",
     "ImageDescription",
     "available_codecs",
+    "configure",
     "create_codec",
     "lossless_codecs",
     "shared_codec",
+    "unavailable_codecs",
 ]

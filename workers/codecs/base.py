@@ -10,9 +10,12 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scp_node.config import CompressionConfig
 
 
 class CodecUnavailable(RuntimeError):
@@ -49,9 +52,20 @@ class Codec(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     lossless: bool = True  # class default; a codec whose options decide it sets it per instance
+    available: ClassVar[bool] = True  # False where its library is missing
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+
+    @classmethod
+    def unavailable_reason(cls, config: CompressionConfig) -> str | None:
+        """Why this codec cannot run here with this site's settings, or None if it can."""
+        return None if cls.available else f"codec {cls.name!r} is not available on this machine"
+
+    @classmethod
+    def from_config(cls, config: CompressionConfig, **options: Any) -> Codec:
+        """Codecs that need site settings (model weights) take them from `config` here."""
+        return cls(**options)
 
     @abstractmethod
     def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes: ...

@@ -5,22 +5,43 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from scp_node.config import CompressionConfig
 from workers.codecs.base import Codec, CodecUnavailable
 from workers.codecs.learned.codec import LearnedCodec
 from workers.codecs.standard import DeflateCodec, Jpeg2000Codec, JpegLsCodec, JpegXlCodec
 from workers.codecs.upscale.bicubic import BicubicCodec
+from workers.codecs.upscale.ldm import LdmCodec
 
 # Policy name for "store the pixel data exactly as received, without re-encoding".
 PASSTHROUGH = "passthrough"
 
 _CODECS: dict[str, type[Codec]] = {
     cls.name: cls
-    for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec, LearnedCodec, BicubicCodec)
+    for cls in (JpegLsCodec, JpegXlCodec, Jpeg2000Codec, DeflateCodec, LearnedCodec, BicubicCodec, LdmCodec)
 }
+
+_shared: dict[tuple, Codec] = {}
+_shared_lock = threading.Lock()
+# The site's compression settings, which codecs needing weights read; set once per process.
+_config = CompressionConfig()
+
+
+def configure(config: CompressionConfig) -> None:
+    """Adopt a node's settings (server and worker processes do this at start-up)."""
+    global _config
+    with _shared_lock:
+        _config = config
+        _shared.clear()
+
+
+def unavailable_codecs() -> dict[str, str]:
+    """Codec name -> why it cannot run with this process's settings (logged at start-up)."""
+    reasons = {name: cls.unavailable_reason(_config) for name, cls in _CODECS.items()}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
 
 
 def available_codecs() -> list[str]:
-    return [name for name, cls in _CODECS.items() if getattr(cls, "available", True)]
+    return [name for name in _CODECS if name not in unavailable_codecs()]
 
 
 def lossless_codecs() -> list[str]:
@@ -34,13 +55,10 @@ def create_codec(name: str, **options: Any) -> Codec:
     except KeyError:
         known = ", ".join([*_CODECS, PASSTHROUGH])
         raise CodecUnavailable(f"unknown codec {name!r} (known: {known})") from None
-    if not getattr(cls, "available", True):
-        raise CodecUnavailable(f"codec {name!r} is not available on this machine")
-    return cls(**options)
-
-
-_shared: dict[tuple, Codec] = {}
-_shared_lock = threading.Lock()
+    reason = cls.unavailable_reason(_config)
+    if reason is not None:
+        raise CodecUnavailable(reason)
+    return cls.from_config(_config, **options)
 
 
 def shared_codec(name: str, **options: Any) -> Codec:
