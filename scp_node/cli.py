@@ -1,4 +1,4 @@
-"""The `scp-node` command: serve, worker, db, ae, stats, verify, codec try."""
+"""The `scp-node` command: serve, worker, db, ae, stats, verify, originals purge, codec try/train/export."""
 
 from __future__ import annotations
 
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="check stored files")
     verify.add_argument("--sample", type=float, help="fraction fully decoded (default: config)")
     verify.set_defaults(run=_verify)
+
+    originals = commands.add_parser("originals", help="originals replaced by lossy copies")
+    purge = originals.add_subparsers(required=True).add_parser(
+        "purge", parents=[common], help="drop kept originals past compression.lossy.keep_original_days now"
+    )
+    purge.set_defaults(run=_originals_purge)
 
     codec = commands.add_parser("codec", help="codec tools").add_subparsers(required=True)
     trial = codec.add_parser("try", parents=[common], help="encode/decode files with a codec")
@@ -236,6 +242,17 @@ def _digest_problem(instance: Instance) -> str | None:
     if instance.blob_path and hashlib.sha256(Path(path).read_bytes()).hexdigest() != instance.blob_sha256:
         return "blob digest mismatch"
     return None
+
+
+def _originals_purge(config: NodeConfig, _args: argparse.Namespace) -> int:
+    from workers.retention import purge_expired_originals
+
+    context = NodeContext.open(config)
+    try:
+        print(f"dropped {purge_expired_originals(context)} originals")
+    finally:
+        context.close()
+    return 0
 
 
 def _codec_try(config: NodeConfig, args: argparse.Namespace) -> int:

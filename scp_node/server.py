@@ -33,8 +33,10 @@ from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
 from workers import jobs
 from workers.blob import LOSSLESS_ENCAPSULATED
+from workers.codecs import unavailable_codecs
 from workers.policy import validate_policy
 from workers.queue import JobQueue
+from workers.retention import purge_expired_originals
 
 log = logging.getLogger(__name__)
 
@@ -129,22 +131,32 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 class NodeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, plus sweeping incoming/ between polls of the listen socket."""
+    """pynetdicom's threaded server, plus housekeeping between polls of the listen socket:
+    sweeping incoming/ and dropping originals that lossy copies replaced, once due."""
 
     def __init__(self, *args: Any, context: NodeContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._context = context
         self._spool = context.spool
         network = context.config.network
         # A live transfer writes at least every network timeout, or pynetdicom aborts it.
         self._stale_after_s = 2 * network.network_timeout_s
         self._sweep_every_s = min(network.network_timeout_s, 30.0)
         self._next_sweep = time.monotonic() + self._sweep_every_s
+        self._purge_every_s = context.config.compression.lossy.purge_interval_s
+        self._next_purge = time.monotonic()
 
     def service_actions(self) -> None:
         super().service_actions()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self._sweep_every_s
             self._spool.clean_incoming(idle_for_s=self._stale_after_s)
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + self._purge_every_s
+            try:
+                purge_expired_originals(self._context)
+            except Exception:  # the index may be briefly unreachable; the next round retries
+                log.exception("dropping expired originals failed")
 
 
 def log_rejected_contexts(event: Event) -> None:
@@ -164,6 +176,8 @@ def log_rejected_contexts(event: Event) -> None:
 
 def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer | None:
     validate_policy(context.config.compression)
+    for name, reason in unavailable_codecs().items():
+        log.info("codec %s unavailable: %s", name, reason)
     jobs.bind(context)
     seed_peers(context)
     recover(context, queue)

@@ -75,6 +75,15 @@ class EncodedInstance:
 
 
 @dataclass(frozen=True)
+class PixelCoding:
+    """Pixels already coded by the caller (a lossy copy, whose samples are the codec's output)."""
+
+    payload: bytes
+    mapping: SampleMapping
+    desc: ImageDescription
+
+
+@dataclass(frozen=True)
 class RebuiltInstance:
     data: bytes  # the Part-10 file
     dataset_offset: int
@@ -102,17 +111,19 @@ def why_verbatim(layout: FileLayout) -> str | None:
     return None
 
 
-def encode_instance(data: bytes, codec: Codec | None) -> EncodedInstance:
-    """Cut `data` (a Part-10 file) into a blob; code its pixels with `codec` unless None.
+def encode_instance(data: bytes, codec: Codec | None, coding: PixelCoding | None = None) -> EncodedInstance:
+    """Cut `data` (a Part-10 file) into a blob; code its pixels with `codec` unless None
+    (`coding`: with that payload, which decodes to exactly the file's pixels).
 
     Verify before replace: the blob is decoded again here and must rebuild the expected
     bytes; a mismatch raises VerificationError and nothing is returned.
     """
     layout = read_layout(data)
-    if codec is None or why_verbatim(layout) is not None:
-        header, segments = _verbatim(data, layout)
+    # A lossy copy (coding given) says it is lossy, but its payload is what it was made from.
+    if codec is not None and (coding is not None or why_verbatim(layout) is None):
+        header, segments = _coded(data, layout, codec, coding)
     else:
-        header, segments = _coded(data, layout, codec)
+        header, segments = _verbatim(data, layout)
     blob = _pack(header, segments)
     rebuilt = decode_instance(blob, codec)
     if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
@@ -195,7 +206,9 @@ def _verbatim(data: bytes, layout: FileLayout) -> tuple[dict[str, Any], dict[str
     return header, _split(data, layout)
 
 
-def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _coded(
+    data: bytes, layout: FileLayout, codec: Codec, coding: PixelCoding | None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     fmt = PixelFormat.from_dataset(layout.dataset)
     segments = _split(data, layout)
     if layout.encapsulated:
@@ -212,8 +225,10 @@ def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any
         extra = value[fmt.native_length :]
         transfer_syntax = str(layout.transfer_syntax)
     native = native_from_words(words, fmt, little_endian) + extra
-    samples, mapping, desc = samples_from_words(words, fmt)
-    segments["payload"] = codec.encode(samples, desc)
+    if coding is None:
+        samples, mapping, desc = samples_from_words(words, fmt)
+        coding = PixelCoding(codec.encode(samples, desc), mapping, desc)
+    segments["payload"] = coding.payload
     header = {
         "mode": "coded",
         "codec": codec.name,
@@ -222,8 +237,8 @@ def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any
         "transfer_syntax": transfer_syntax,
         "pixel_format": fmt.__dict__,
         "little_endian": little_endian,
-        "mapping": mapping.to_dict(),
-        "description": desc.to_dict(),
+        "mapping": coding.mapping.to_dict(),
+        "description": coding.desc.to_dict(),
         "extra": extra.hex(),
         "output_sha256": hashlib.sha256(
             b"".join((segments["head"], segments["pixel_header"], native, segments["tail"]))
@@ -235,17 +250,20 @@ def _coded(data: bytes, layout: FileLayout, codec: Codec) -> tuple[dict[str, Any
 def extract_samples(data: bytes) -> tuple[np.ndarray, ImageDescription]:
     """The codec input for a file, as the compress job builds it (for `codec try` and bench)."""
     layout = read_layout(data)
+    samples, _, desc = samples_from_words(pixel_words(data, layout), PixelFormat.from_dataset(layout.dataset))
+    return samples, desc
+
+
+def pixel_words(data: bytes, layout: FileLayout) -> np.ndarray:
+    """The file's pixel words (frames, rows, columns, samples), decoded if encapsulated."""
     reason = why_verbatim(layout)
     if reason is not None:
         raise UnsupportedPixels(reason)
     fmt = PixelFormat.from_dataset(layout.dataset)
     if layout.encapsulated:
-        words = _decoded_words(data, fmt)
-    else:
-        value = data[layout.pixel_value_offset : layout.pixel_value_end]
-        words = words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
-    samples, _, desc = samples_from_words(words, fmt)
-    return samples, desc
+        return _decoded_words(data, fmt)
+    value = data[layout.pixel_value_offset : layout.pixel_value_end]
+    return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
 
 
 def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) -> bytes:

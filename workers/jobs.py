@@ -1,5 +1,9 @@
 """The compress job: spool file -> codec -> verify -> blob -> index, then drop the spool file.
 
+Where a rule names a lossy codec, the job stores a lossy copy under a new SOP Instance UID
+(`workers.lossy_copy`) that replaces the original in queries and retrievals; the original is
+kept losslessly until compression.lossy says to drop it, or dropped at once.
+
 Job functions take only a SOP Instance UID so RQ can pickle them; the process that runs them
 binds its NodeContext once with `bind()`. A job is idempotent: it re-reads the index, skips
 work already done, and a blob written twice lands on the same content-addressed path.
@@ -8,17 +12,20 @@ work already done, and a blob written twice lands on the same content-addressed 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from scp_node.context import NodeContext
-from scp_node.index.models import StorageState
+from scp_node.index.models import Instance, StorageState, utcnow
 from scp_node.index.repository import find_instance
 from workers.blob import EncodedInstance, VerificationError, encode_instance
 from workers.codecs import CodecUnavailable
+from workers.lossy_copy import LossyCopy, encode_lossy_copy
 from workers.pixels import UnsupportedPixels
-from workers.policy import CodecChoice, choose_codec, codec_for, fallback_chain, rivals
+from workers.policy import CodecChoice, choose_codec, codec_for, default_choice, fallback_chain, rivals
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +57,15 @@ def compress_instance(sop_instance_uid: str) -> str:
         raise
 
 
+# States in which a job has nothing left to do (a re-sent identical copy still enqueues one).
+_DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
+
+
 def _compress(sop_instance_uid: str) -> str:
     context = bound_context()
     with context.sessions() as session:
         instance = find_instance(session, sop_instance_uid)
-        if instance is None or instance.state == StorageState.COMPRESSED:
+        if instance is None or instance.state in _DONE:
             return instance.codec if instance else "gone"
         spool_path = instance.spool_path
         modality = instance.series.modality
@@ -66,6 +77,11 @@ def _compress(sop_instance_uid: str) -> str:
             return "superseded"
         raise
     choice = choose_codec(context.config.compression, modality=modality, calling_ae=calling_ae)
+    if _is_lossy(choice):
+        copy = _lossy_copy(data, choice, sop_instance_uid)
+        if copy is not None:
+            return _replace_with_copy(context, sop_instance_uid, spool_path, data, copy)
+        choice = default_choice(context.config.compression)
     encoded, fell_back = _encode_verified(data, choice, sop_instance_uid)
     blob_path, blob_sha = context.blobs.put(sop_instance_uid, encoded.blob)
     try:
@@ -111,16 +127,104 @@ def _record_compressed(
         if instance is None or instance.spool_path != spool_path:
             raise _Superseded
         instance.state = StorageState.COMPRESSED
-        instance.codec = encoded.codec
-        instance.codec_fallback = fell_back
-        instance.pixel_bytes_in = encoded.pixel_bytes_in
-        instance.pixel_bytes_out = encoded.pixel_bytes_out
-        instance.stored_size = len(encoded.blob)
-        instance.blob_path = str(blob_path)
-        instance.blob_sha256 = blob_sha
-        instance.spool_path = None
-        instance.error = None
+        _point_at_blob(instance, encoded, fell_back, blob_path, blob_sha)
         session.commit()
+
+
+def _point_at_blob(
+    instance: Instance, encoded: EncodedInstance, fell_back: bool, blob_path: Path, blob_sha: str
+) -> None:
+    instance.codec = encoded.codec
+    instance.codec_fallback = fell_back
+    instance.pixel_bytes_in = encoded.pixel_bytes_in
+    instance.pixel_bytes_out = encoded.pixel_bytes_out
+    instance.stored_size = len(encoded.blob)
+    instance.blob_path = str(blob_path)
+    instance.blob_sha256 = blob_sha
+    instance.spool_path = None
+    instance.error = None
+
+
+def _is_lossy(choice: CodecChoice) -> bool:
+    try:
+        codec = codec_for(choice)
+    except CodecUnavailable:
+        return False  # the lossless path falls back from it, and says so
+    return codec is not None and not codec.lossless
+
+
+def _lossy_copy(data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
+    """The verified copy, or None where this instance cannot have one (then it is stored
+    losslessly: nothing becomes lossy by accident)."""
+    try:
+        return encode_lossy_copy(data, codec_for(choice))
+    except _ENCODE_FAILURES as exc:
+        log.warning("no lossy %s copy of %s (%s): storing it losslessly", choice.name, uid, exc)
+        return None
+
+
+def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: bytes, copy: LossyCopy) -> str:
+    settings = context.config.compression
+    original = None
+    if settings.lossy.keep_original:
+        original, fell_back = _encode_verified(data, default_choice(settings), uid)
+        original_blob = context.blobs.put(uid, original.blob)
+    copy_blob = context.blobs.put(copy.sop_instance_uid, copy.encoded.blob)
+    with context.sessions() as session:
+        instance = find_instance(session, uid)
+        if instance is None or instance.spool_path != spool_path:
+            log.info("instance %s changed while compressing; leaving it to its new job", uid)
+            return "superseded"
+        previous_copy_blob = _record_copy(session, instance, copy, copy_blob)
+        instance.replaced_by_uid = copy.sop_instance_uid
+        if original is None:
+            instance.state = StorageState.DROPPED
+            instance.spool_path = instance.error = None
+        else:
+            instance.state = StorageState.REPLACED
+            _point_at_blob(instance, original, fell_back, *original_blob)
+            days = settings.lossy.keep_original_days
+            instance.original_expires_at = None if days is None else utcnow() + timedelta(days=days)
+        try:
+            session.commit()
+        except StaleDataError:
+            log.info("instance %s changed while compressing; leaving it to its new job", uid)
+            return "superseded"
+    Path(spool_path).unlink(missing_ok=True)
+    if previous_copy_blob not in (None, str(copy_blob[0])):
+        Path(previous_copy_blob).unlink(missing_ok=True)
+    log.info(
+        "stored %s as lossy copy %s (%s, pixels %d -> %d bytes); original %s",
+        uid,
+        copy.sop_instance_uid,
+        copy.encoded.codec,
+        copy.encoded.pixel_bytes_in,
+        copy.encoded.pixel_bytes_out,
+        "dropped" if original is None else f"kept with {original.codec}",
+    )
+    return copy.encoded.codec
+
+
+def _record_copy(session: Session, original: Instance, copy: LossyCopy, blob: tuple[Path, str]) -> str | None:
+    """The copy's row, in the original's series: new, or the same copy made again from a
+    re-sent original (its UID comes from the original's and the codec's). Returns the blob
+    the row pointed at before, for deletion after the commit."""
+    row = find_instance(session, copy.sop_instance_uid) or Instance(sop_instance_uid=copy.sop_instance_uid)
+    previous_blob = row.blob_path
+    row.sop_class_uid = original.sop_class_uid
+    row.series = original.series
+    row.instance_number = original.instance_number
+    row.acquisition_datetime = original.acquisition_datetime
+    row.calling_ae = original.calling_ae
+    row.transfer_syntax_uid = copy.transfer_syntax
+    row.state = StorageState.COMPRESSED
+    row.received_size = copy.size
+    row.dataset_sha256 = copy.dataset_sha256
+    row.derived_from_uid = original.sop_instance_uid
+    row.replaced_by_uid = row.original_expires_at = None
+    _point_at_blob(row, copy.encoded, False, *blob)
+    session.add(row)
+    return previous_blob
 
 
 def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:

@@ -91,3 +91,20 @@ def words_from_samples(samples: np.ndarray, mapping: SampleMapping, fmt: PixelFo
     if mapping.whole_words:
         return samples.astype(np.uint8 if fmt.bits_allocated == 8 else np.uint16)
     return words_from_values(samples.astype(np.int64) + mapping.offset, fmt)
+
+
+def full_range_samples(
+    words: np.ndarray, fmt: PixelFormat
+) -> tuple[np.ndarray, SampleMapping, ImageDescription]:
+    """Samples over the whole range Bits Stored allows (signed data offset by half of it).
+
+    A lossy codec may return any value in its range; with the data's own minimum as offset
+    (`samples_from_words`) such a value could fall outside what Bits Stored can hold, and
+    wrap. Here every codec value maps to a representable pixel value.
+    """
+    values = values_from_words(words, fmt)
+    if not np.array_equal(words_from_values(values, fmt), words):
+        raise UnsupportedPixels("pixel words carry bits above Bits Stored")
+    offset = -(1 << (fmt.bits_stored - 1)) if fmt.signed else 0
+    desc = ImageDescription(fmt.frames, fmt.rows, fmt.columns, fmt.samples, fmt.bits_stored)
+    return (values - offset).astype(desc.dtype), SampleMapping(whole_words=False, offset=offset), desc

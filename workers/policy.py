@@ -25,6 +25,12 @@ def choose_codec(config: CompressionConfig, *, modality: str, calling_ae: str) -
         if rule.calling_ae not in (None, calling_ae):
             continue
         return CodecChoice(rule.codec, dict(rule.options))
+    return default_choice(config)
+
+
+def default_choice(config: CompressionConfig) -> CodecChoice:
+    """The lossless default (validate_policy refuses a lossy one): what an instance that cannot
+    have its rule's lossy copy, and a kept original, are stored with."""
     return CodecChoice(config.default_codec, dict(config.default_options))
 
 

@@ -18,6 +18,9 @@ class StorageState(enum.StrEnum):
     QUEUED = "queued"  # a compress job was enqueued
     COMPRESSED = "compressed"  # a verified blob holds the instance; the spool file is gone
     FAILED = "failed"  # compression gave up; the spool file still holds the instance
+    # An original that a rule replaced with a lossy copy (replaced_by_uid); never served.
+    REPLACED = "replaced"  # its blob keeps it until original_expires_at
+    DROPPED = "dropped"  # its data is deleted; the row records what the copy replaced
 
 
 def utcnow() -> datetime:
@@ -95,6 +98,10 @@ class Instance(Base):
     blob_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     blob_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Lossy copies: the copy names its original, the original its copy (and is then not served).
+    derived_from_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    replaced_by_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    original_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Optimistic locking: a store and a compress job (or two stores of the same UID) that both
     # update the row cannot silently overwrite each other; the later commit fails and retries.
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -102,6 +109,10 @@ class Instance(Base):
     series: Mapped[Series] = relationship(back_populates="instances")
 
     __mapper_args__ = {"version_id_col": version}
+
+
+# Instances that queries and retrievals see: not originals replaced by a lossy copy.
+SERVED = Instance.replaced_by_uid.is_(None)
 
 
 class Peer(Base):

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, distinct, false, func, or_, 
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import InvalidValue, TemporalVR, period, split_range
-from scp_node.index.models import Instance, Patient, Series, Study
+from scp_node.index.models import SERVED, Instance, Patient, Series, Study
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
 Model = Literal["patient", "study"]
@@ -69,7 +69,7 @@ ATTRIBUTES: dict[str, Attribute] = {
         select(func.count(Instance.id))
         .join(Series)
         .join(Study)
-        .where(Study.patient_pk == Patient.id)
+        .where(Study.patient_pk == Patient.id, SERVED)
         .scalar_subquery(),
     ),
     "StudyInstanceUID": Attribute("STUDY", "uid", Study.study_instance_uid),
@@ -86,7 +86,10 @@ ATTRIBUTES: dict[str, Attribute] = {
     "NumberOfStudyRelatedInstances": Attribute(
         "STUDY",
         "count",
-        select(func.count(Instance.id)).join(Series).where(Series.study_pk == Study.id).scalar_subquery(),
+        select(func.count(Instance.id))
+        .join(Series)
+        .where(Series.study_pk == Study.id, SERVED)
+        .scalar_subquery(),
     ),
     "SeriesInstanceUID": Attribute("SERIES", "uid", Series.series_instance_uid),
     "Modality": Attribute("SERIES", "text", Series.modality),
@@ -95,7 +98,7 @@ ATTRIBUTES: dict[str, Attribute] = {
     "NumberOfSeriesRelatedInstances": Attribute(
         "SERIES",
         "count",
-        select(func.count(Instance.id)).where(Instance.series_pk == Series.id).scalar_subquery(),
+        select(func.count(Instance.id)).where(Instance.series_pk == Series.id, SERVED).scalar_subquery(),
     ),
     "SOPInstanceUID": Attribute("IMAGE", "uid", Instance.sop_instance_uid),
     "SOPClassUID": Attribute("IMAGE", "uid", Instance.sop_class_uid),
@@ -156,6 +159,8 @@ class Query:
             condition = _condition(ATTRIBUTES[keyword], self.identifier[keyword].value)
             if condition is not None:
                 statement = statement.where(condition)
+        if self.level == "IMAGE":
+            statement = statement.where(SERVED)
         return statement.order_by(entity.id)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
-from scp_node.index.models import Instance, Patient, Peer, Series, StorageState, Study
+from scp_node.index.models import SERVED, Instance, Patient, Peer, Series, StorageState, Study
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def record_received(
     instance.codec_fallback = False
     instance.pixel_bytes_in = instance.pixel_bytes_out = instance.stored_size = None
     instance.blob_path = instance.blob_sha256 = instance.error = None
+    instance.replaced_by_uid = instance.original_expires_at = None  # served again until its job runs
     session.add(instance)
     return instance
 
@@ -124,8 +125,8 @@ def instances_for_retrieve(
     series_uids: Sequence[str] = (),
     sop_uids: Sequence[str] = (),
 ) -> Sequence[Instance]:
-    """Instances matching every given key; an empty key matches anything."""
-    query = select(Instance).join(Series).join(Study).join(Patient)
+    """Served instances matching every given key; an empty key matches anything."""
+    query = select(Instance).join(Series).join(Study).join(Patient).where(SERVED)
     if patient_id:
         query = query.where(Patient.patient_id == patient_id)
     if study_uids:

@@ -57,6 +57,11 @@ class Codec(ABC):
     def __init__(self, **options: Any) -> None:
         self.options = options
 
+    @property
+    def lossy_method(self) -> str:
+        """Lossy Image Compression Method (CS, at most 16 characters) for copies it makes."""
+        return self.name.upper()[:16]
+
     @classmethod
     def unavailable_reason(cls, config: CompressionConfig) -> str | None:
         """Why this codec cannot run here with this site's settings, or None if it can."""

@@ -61,6 +61,12 @@ class UpscaleCodec(Codec):
         self.lossless = self.delta == 0
         self._store = JpegXlCodec()
 
+    @property
+    def lossy_method(self) -> str:
+        """No DICOM defined term covers this scheme, e.g. LDM_X2 or BICUBIC_X4_D2."""
+        bound = "" if self.delta is None else f"_D{self.delta}"
+        return f"{self.name.upper()}_X{self.scale}{bound}"[:16]
+
     @abstractmethod
     def recipe(self, pixels: np.ndarray) -> bytes:
         """What decode needs, besides the small image, to repeat this encoder's prediction."""
