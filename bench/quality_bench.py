@@ -1,15 +1,20 @@
 """Quality benchmark of the lossy and near-lossless codecs (issue 5), per modality.
 
-Configurations:
-- `bicubic` x2 and x4 (Seed A's plain scheme, bicubic upscaler), and x2 bounded, delta 1, 2, 4.
-- Against JPEG-LS near-lossless (CharLS) at the same delta.
+Configurations, per upscaler (`bicubic`, and `ldm` when weights are given):
+- x2 and x4 (Seed A's plain scheme), and x2 bounded, delta 1, 2, 4.
 - Against JPEG 2000 lossy at the matched ratio: per image, the largest quality target whose
-  stream is no larger than the bicubic payload.
+  stream is no larger than the upscaler's payload.
+- Against JPEG-LS near-lossless (CharLS) at the same delta.
 For each: bits per sub-pixel, ratio, PSNR, SSIM, FSIM (workers/image_quality.py), maximum
-absolute error, and encode / decode seconds per image. The `ldm` upscaler is not built yet, so
-no rows use a diffusion model.
+absolute error, and encode / decode seconds per image.
 
-    python bench/quality_bench.py FOLDER [FOLDER ...] [--held-out] [--markdown FILE]
+`--ldm-weights DIR` measures a real StableDiffusionLatentUpscalePipeline (rows "ldm");
+`--tiny-ldm` builds the tiny random one the tests use (rows "ldm-tiny": timings and the error
+bound mean something, picture quality does not). `--crop N` keeps each image's centre N x N,
+for CPU runs of the diffusion model.
+
+    python bench/quality_bench.py FOLDER [FOLDER ...] [--held-out] [--crop N]
+        [--ldm-weights DIR | --tiny-ldm] [--ldm-steps 20] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import argparse
 import math
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imagecodecs
@@ -28,7 +34,9 @@ import jpeg_ls
 import numpy as np
 from tables import markdown_table, text_table
 
-from workers.codecs import ImageDescription, create_codec
+from scp_node.config import CompressionConfig, LdmConfig
+from workers.codecs import ImageDescription, configure, create_codec
+from workers.codecs.upscale.tiny_pipeline import save_tiny_pipeline
 from workers.image_corpus import Image, load_corpus, split_by_patient
 from workers.image_quality import fsim, psnr, ssim
 
@@ -146,15 +154,16 @@ def measure_codec(configuration: str, name: str, options: dict, image: Image) ->
     return Measure(**{**result.__dict__, "encode_s": encoded - start, "decode_s": done - encoded})
 
 
-def run(images: Sequence[Image]) -> tuple[list[Measure], list[str]]:
-    """All configurations on every image; a configuration that raises is reported, not fatal."""
+def run(images: Sequence[Image], upscalers: dict[str, str]) -> tuple[list[Measure], list[str]]:
+    """All configurations on every image; a configuration that raises is reported, not fatal.
+    `upscalers`: row label -> codec name."""
     results: list[Measure] = []
     failures: list[str] = []
 
-    def attempt(image: Image, configuration: str, coder: Coder | None, options: dict | None = None):
+    def attempt(image: Image, configuration: str, coder: Coder | None, codec: str = "", **options: int):
         try:
             if coder is None:
-                result = measure_codec(configuration, "bicubic", options or {}, image)
+                result = measure_codec(configuration, codec, options, image)
             else:
                 result = measure(configuration, coder, image)
         except Exception as exc:  # a reference codec refusing an image must not end the run
@@ -164,15 +173,33 @@ def run(images: Sequence[Image]) -> tuple[list[Measure], list[str]]:
         return result
 
     for image in images:
-        for scale in (2, 4):
-            plain = attempt(image, f"bicubic x{scale}", None, {"scale": scale})
-            if plain is not None:
-                coder = jpeg2000_at_most(plain.payload_bytes)
-                attempt(image, f"jpeg2000 at bicubic x{scale} size", coder)
+        for label, codec in upscalers.items():
+            for scale in (2, 4):
+                plain = attempt(image, f"{label} x{scale}", None, codec, scale=scale)
+                if plain is not None:
+                    coder = jpeg2000_at_most(plain.payload_bytes)
+                    attempt(image, f"jpeg2000 at {label} x{scale} size", coder)
+            for delta in DELTAS:
+                attempt(image, f"{label} x2 delta {delta}", None, codec, scale=2, delta=delta)
         for delta in DELTAS:
-            attempt(image, f"bicubic x2 delta {delta}", None, {"scale": 2, "delta": delta})
             attempt(image, f"jpegls near-lossless {delta}", jpegls_near_lossless(delta))
     return results, failures
+
+
+def centre_crop(image: Image, side: int) -> Image:
+    rows, columns = min(side, image.desc.rows), min(side, image.desc.columns)
+    top, left = (image.desc.rows - rows) // 2, (image.desc.columns - columns) // 2
+    samples = np.ascontiguousarray(image.samples[:, top : top + rows, left : left + columns])
+    return replace(image, samples=samples, desc=replace(image.desc, rows=rows, columns=columns))
+
+
+def upscalers_for(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
+    """Row label -> codec; configures `ldm` with the real or the tiny pipeline if asked."""
+    weights = args.ldm_weights or (save_tiny_pipeline(scratch / "tiny-ldm") if args.tiny_ldm else None)
+    if weights is None:
+        return {"bicubic": "bicubic"}
+    configure(CompressionConfig(ldm=LdmConfig(weights_dir=weights, steps=args.ldm_steps)))
+    return {"bicubic": "bicubic", "ldm" if args.ldm_weights else "ldm-tiny": "ldm"}
 
 
 def summary_rows(results: Sequence[Measure], group: str) -> list[tuple[str, ...]]:
@@ -204,11 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
     parser.add_argument("--held-out", action="store_true", help="only the held-out patients")
+    parser.add_argument("--crop", type=int, help="keep each image's centre N x N")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--ldm-weights", type=Path, help="a StableDiffusionLatentUpscalePipeline directory")
+    model.add_argument("--tiny-ldm", action="store_true", help="the tests' tiny random pipeline")
+    parser.add_argument("--ldm-steps", type=int, default=20)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
     images = load_corpus(args.folders).images
     images = split_by_patient(images).held_out if args.held_out else images
-    results, failures = run(images)
+    images = [centre_crop(image, args.crop) for image in images] if args.crop else images
+    with tempfile.TemporaryDirectory() as scratch:
+        results, failures = run(images, upscalers_for(args, Path(scratch)))
     groups = [g for g in GROUP_ORDER if g == "all" or any(r.modality == g for r in results)]
     titles = {g: f"{g} ({len({r.path for r in results if g in ('all', r.modality)})} images)" for g in groups}
     notes = [

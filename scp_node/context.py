@@ -1,4 +1,5 @@
-"""Everything a running node (or worker) holds open: config, index, spool, blobs."""
+"""Everything a running node (or worker, or admin command) holds open: config, index, spool,
+blobs, and the codec registry's site settings (weights that decoding a blob may need)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scp_node.config import NodeConfig
 from scp_node.index.database import create_index_engine, session_factory, upgrade
 from scp_node.storage.blobs import BlobStore
 from scp_node.storage.spool import Spool
+from workers.codecs import configure
 
 
 @dataclass
@@ -27,6 +29,7 @@ class NodeContext:
         if migrate:
             upgrade(config.database_url)
         engine = create_index_engine(config.database_url)
+        configure(config.compression)
         return cls(
             config=config,
             engine=engine,

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -189,6 +190,16 @@ def storescu(port: int, files: list[Path], *extra: str) -> subprocess.CompletedP
         outputs.append(result.stdout + result.stderr)
         code = code or result.returncode
     return subprocess.CompletedProcess(["storescu"], code, "".join(outputs), "")
+
+
+def run_cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """`scp-node ARGS --config FILE` in a new process, as an admin runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "scp_node.cli", *args, "--config", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def getscu(port: int, out_dir: Path, keys: dict[str, str], *extra: str) -> subprocess.CompletedProcess:

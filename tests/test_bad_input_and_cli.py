@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -20,7 +18,7 @@ from pynetdicom.sop_class import (
 )
 
 from scp_node.index.models import Instance, StorageState
-from tests.conftest import RunningNode, make_config, pydicom_test_file, start_node
+from tests.conftest import RunningNode, make_config, pydicom_test_file, run_cli, start_node
 
 
 def _scu_association(node: RunningNode):
@@ -77,15 +75,6 @@ def test_restart_requeues_and_cleans_half_received(tmp_path: Path) -> None:
         restarted.stop()
 
 
-def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scp_node.cli", *args, "--config", str(config_file)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_ae_stats_verify_codec_try(node: RunningNode, tmp_path: Path) -> None:
     assoc = _scu_association(node)
     assert assoc.send_c_store(dcmread(pydicom_test_file("CT_small.dcm"))).Status == 0x0000
@@ -95,26 +84,28 @@ def test_cli_ae_stats_verify_codec_try(node: RunningNode, tmp_path: Path) -> Non
     config_file.write_text(yaml.safe_dump(node.config.model_dump(mode="json")))
 
     assert (
-        _cli(config_file, "ae", "add", "CT1", "--host", "10.0.0.5", "--permissions", "echo,store").returncode
+        run_cli(
+            config_file, "ae", "add", "CT1", "--host", "10.0.0.5", "--permissions", "echo,store"
+        ).returncode
         == 0
     )
-    assert "CT1" in _cli(config_file, "ae", "list").stdout
-    assert _cli(config_file, "ae", "add", "BAD", "--permissions", "fly").returncode == 2
-    assert _cli(config_file, "ae", "remove", "CT1").returncode == 0
-    assert "CT1" not in _cli(config_file, "ae", "list").stdout
+    assert "CT1" in run_cli(config_file, "ae", "list").stdout
+    assert run_cli(config_file, "ae", "add", "BAD", "--permissions", "fly").returncode == 2
+    assert run_cli(config_file, "ae", "remove", "CT1").returncode == 0
+    assert "CT1" not in run_cli(config_file, "ae", "list").stdout
 
-    stats = json.loads(_cli(config_file, "stats", "--json").stdout)
+    stats = json.loads(run_cli(config_file, "stats", "--json").stdout)
     assert stats["instances"] == 1 and stats["by_state"] == {"compressed": 1}
     assert stats["compression_ratio"] > 1.0 and stats["queue_depth"] == 0
 
-    verify = _cli(config_file, "verify", "--sample", "1.0")
+    verify = run_cli(config_file, "verify", "--sample", "1.0")
     assert verify.returncode == 0 and "problems 0" in verify.stdout
     with node.context.sessions() as session:
         blob = Path(session.query(Instance).one().blob_path)
     blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
-    assert _cli(config_file, "verify", "--sample", "1.0").returncode == 1
+    assert run_cli(config_file, "verify", "--sample", "1.0").returncode == 1
 
-    trial = _cli(
+    trial = run_cli(
         config_file, "codec", "try", "--codec", "jpegls", "--json", str(pydicom_test_file("MR_small.dcm"))
     )
     result = json.loads(trial.stdout.splitlines()[0])

@@ -5,12 +5,14 @@ original; the original is kept losslessly for its time, or dropped, as configure
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -18,7 +20,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from scp_node.config import CompressionConfig
 from scp_node.index.models import Instance, StorageState, utcnow
-from tests.conftest import RunningNode, getscu, make_config, pydicom_test_file, start_node, storescu
+from tests.conftest import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
 from workers.codecs import configure
 from workers.retention import purge_expired_originals
 
@@ -173,6 +175,15 @@ def test_dropped_originals_and_resent_originals_keep_one_copy(
         assert not list((node.config.storage.data_dir / "spool").rglob("*.dcm"))
         [copy] = _get(node, tmp_path / "get", QueryRetrieveLevel="STUDY", StudyInstanceUID=_study(CT))
         assert copy.PatientName == "Corrected^Name" and copy.SOPInstanceUID == original.replaced_by_uid
+
+        config_file = tmp_path / "config.yaml"
+        config_file.write_text(yaml.safe_dump(node.config.model_dump(mode="json")))
+        verify = run_cli(config_file, "verify", "--sample", "1.0")  # the dropped original is no problem
+        assert verify.returncode == 0 and "checked 1 instances" in verify.stdout, verify.stdout
+        assert "dropped 0 originals" in run_cli(config_file, "originals", "purge").stdout
+        ldm_try = ["codec", "try", "--codec", "ldm", "--option", "delta=3", "--json", str(MR)]
+        trial = run_cli(config_file, *ldm_try)
+        assert json.loads(trial.stdout)["max_abs_error"] <= 3, trial.stderr
     finally:
         node.stop()
 

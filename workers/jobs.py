@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -165,19 +166,19 @@ def _lossy_copy(data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
 
 def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: bytes, copy: LossyCopy) -> str:
     settings = context.config.compression
-    original = None
+    original, fell_back, original_blob = None, False, None
     if settings.lossy.keep_original:
         original, fell_back = _encode_verified(data, default_choice(settings), uid)
         original_blob = context.blobs.put(uid, original.blob)
     copy_blob = context.blobs.put(copy.sop_instance_uid, copy.encoded.blob)
+    written = [copy_blob[0], *([original_blob[0]] if original_blob else [])]
     with context.sessions() as session:
         instance = find_instance(session, uid)
         if instance is None or instance.spool_path != spool_path:
-            log.info("instance %s changed while compressing; leaving it to its new job", uid)
-            return "superseded"
+            return _superseded_after(context, uid, written)
         previous_copy_blob = _record_copy(session, instance, copy, copy_blob)
         instance.replaced_by_uid = copy.sop_instance_uid
-        if original is None:
+        if original is None or original_blob is None:
             instance.state = StorageState.DROPPED
             instance.spool_path = instance.error = None
         else:
@@ -188,8 +189,7 @@ def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: by
         try:
             session.commit()
         except StaleDataError:
-            log.info("instance %s changed while compressing; leaving it to its new job", uid)
-            return "superseded"
+            return _superseded_after(context, uid, written)
     Path(spool_path).unlink(missing_ok=True)
     if previous_copy_blob not in (None, str(copy_blob[0])):
         Path(previous_copy_blob).unlink(missing_ok=True)
@@ -203,6 +203,19 @@ def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: by
         "dropped" if original is None else f"kept with {original.codec}",
     )
     return copy.encoded.codec
+
+
+def _superseded_after(context: NodeContext, uid: str, written: list[Path]) -> str:
+    """A new store of `uid` won the race: drop the blobs this job wrote, except one that an
+    earlier identical copy's row already points at (same content, same path)."""
+    log.info("instance %s changed while compressing; leaving it to its new job", uid)
+    with context.sessions() as session:
+        paths = [str(path) for path in written]
+        used = set(session.scalars(select(Instance.blob_path).where(Instance.blob_path.in_(paths))))
+    for path in written:
+        if str(path) not in used:
+            path.unlink(missing_ok=True)
+    return "superseded"
 
 
 def _record_copy(session: Session, original: Instance, copy: LossyCopy, blob: tuple[Path, str]) -> str | None:
