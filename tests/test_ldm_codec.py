@@ -127,30 +127,22 @@ def test_decode_with_other_weights_is_refused(ldm_settings, tmp_path: Path) -> N
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to encode on")
-def test_gpu_encode_is_refused_by_a_cpu_decode(tiny_ldm_dir: Path) -> None:
+def test_gpu_encode_is_refused_by_a_cpu_only_decode(
+    tiny_ldm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     samples, desc = _ct(12, 40, 40)
     configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir, device="cuda")))
     try:
         payload = create_codec("ldm", delta=1, **FAST).encode(samples, desc)
         configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir, device="cpu")))
-        cpu = create_codec("ldm", delta=1, **FAST)
-        with pytest.raises(PredictionMismatch, match="GPU"), _no_cuda():
-            cpu.decode(payload, desc)
-        decoded = cpu.decode(payload, desc)  # a GPU is present: the decode goes back to it
+        cpu_codec = create_codec("ldm", delta=1, **FAST)
+        decoded = cpu_codec.decode(payload, desc)  # a GPU is present: the decode goes back to it
         assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only retrieval node
+        with pytest.raises(PredictionMismatch, match="GPU"):
+            cpu_codec.decode(payload, desc)
     finally:
         configure(CompressionConfig())
-
-
-class _no_cuda:
-    """Pretend this machine has no GPU, as a CPU-only retrieval node."""
-
-    def __enter__(self) -> None:
-        self._patch = pytest.MonkeyPatch()
-        self._patch.setattr(torch.cuda, "is_available", lambda: False)
-
-    def __exit__(self, *exc: object) -> None:
-        self._patch.undo()
 
 
 def test_without_weights_ldm_is_unavailable_and_policies_naming_it_are_refused(tmp_path: Path) -> None:
