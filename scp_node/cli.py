@@ -18,6 +18,7 @@ from scp_node.index.database import upgrade
 from scp_node.index.models import Instance, Peer, StorageState
 from scp_node.index.repository import find_peer, list_peers, stats
 from scp_node.retrieve import RetrieveError, load_stored_file
+from workers.codecs import CodecUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.run(config, args) or 0
+    try:
+        return args.run(config, args) or 0
+    except CodecUnavailable as exc:  # a policy this machine cannot run: say why, not a traceback
+        print(f"scp-node: {exc}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -259,16 +264,12 @@ def _originals_purge(config: NodeConfig, _args: argparse.Namespace) -> int:
 
 def _codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     from workers.codec_trial import try_codec
-    from workers.codecs import CodecUnavailable, configure, create_codec
+    from workers.codecs import configure, create_codec
     from workers.pixels import UnsupportedPixels
 
     options = dict(_parse_option(text) for text in args.option)
     configure(config.compression)  # compression.ldm.weights_dir and the like
-    try:
-        codec = create_codec(args.codec, **options)
-    except CodecUnavailable as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    codec = create_codec(args.codec, **options)
     failures = 0
     if not args.json:
         print(f"{'file':<40} {'bytes':>10} {'bpsp':>7} {'maxerr':>6} {'psnr':>7} {'enc s':>7} {'dec s':>7}")

@@ -223,3 +223,16 @@ def test_lossy_copy_is_rebuilt_from_its_blob_byte_for_byte(ldm_settings) -> None
     assert rebuilt.dataset_sha256 == copy.dataset_sha256 and copy.size == len(rebuilt.data)
     original = dcmread(io.BytesIO(data)).pixel_array.astype(np.int64)
     assert int(np.abs(ds.pixel_array.astype(np.int64) - original).max()) <= 1
+
+
+def test_serve_refuses_ldm_rules_without_weights_and_lossy_catch_alls(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.yaml"
+    for compression, message in (
+        ({"rules": [{"modality": "CR", "codec": "ldm"}]}, "compression.ldm.weights_dir"),
+        ({"rules": [{"codec": "bicubic", "options": {"delta": 2}}]}, "rule without modality or calling_ae"),
+    ):
+        storage = {"data_dir": str(tmp_path / "data")}
+        config_file.write_text(yaml.safe_dump({"compression": compression, "storage": storage}))
+        served = run_cli(config_file, "serve", "--port", "0")
+        assert served.returncode == 2 and message in served.stderr, served.stderr
+        assert "Traceback" not in served.stderr
