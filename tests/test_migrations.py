@@ -1,12 +1,15 @@
-"""Schema migrations carry an existing index forward (SQLite and PostgreSQL)."""
+"""Schema migrations carry an existing index forward and match the models (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
 
 from scp_node.index.database import MIGRATIONS_DIR, upgrade
+from scp_node.index.models import Base
 
 
 def _alembic(url: str) -> Config:
@@ -46,3 +49,27 @@ def test_0002_normalises_study_dates_and_adds_columns(database_url: str) -> None
         )
         assert connection.execute(text("SELECT check_host FROM peer")).scalar_one() in (False, 0)
     engine.dispose()
+
+
+def test_migrations_build_the_schema_the_models_describe(database_url: str) -> None:
+    """A column added to a model without a migration (or the reverse) fails here."""
+    upgrade(database_url)
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_0003_adds_lossy_copy_columns_and_downgrades(database_url: str) -> None:
+    upgrade(database_url)
+    command.downgrade(_alembic(database_url), "0002")
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("instance")}
+    assert "replaced_by_uid" not in columns and "original_expires_at" not in columns
+    upgrade(database_url)
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("instance")}
+    engine.dispose()
+    assert {"derived_from_uid", "replaced_by_uid", "original_expires_at"} <= columns
