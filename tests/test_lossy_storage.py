@@ -20,6 +20,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from scp_node.config import CompressionConfig
 from scp_node.index.models import Instance, StorageState, utcnow
+from scp_node.index.repository import stats
 from tests.conftest import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
 from workers.codecs import configure
 from workers.retention import purge_expired_originals
@@ -173,6 +174,11 @@ def test_dropped_originals_and_resent_originals_keep_one_copy(
             assert len(rows) == 2 and rows[original.replaced_by_uid].derived_from_uid == _uid(CT)
         assert _image_uids(node, CT) == [original.replaced_by_uid]
         assert not list((node.config.storage.data_dir / "spool").rglob("*.dcm"))
+        with node.context.sessions() as session:
+            totals = stats(session)
+        assert totals.by_state == {"dropped": 1, "compressed": 1}
+        assert totals.received_bytes == original.received_size
+        assert totals.stored_bytes == rows[original.replaced_by_uid].stored_size
         [copy] = _get(node, tmp_path / "get", QueryRetrieveLevel="STUDY", StudyInstanceUID=_study(CT))
         assert copy.PatientName == "Corrected^Name" and copy.SOPInstanceUID == original.replaced_by_uid
 

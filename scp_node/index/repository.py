@@ -148,7 +148,7 @@ class IndexStats:
     by_codec: dict[str, int]
     codec_fallbacks: int
     received_bytes: int
-    stored_bytes: int  # blobs for compressed instances, spool files for the rest
+    stored_bytes: int  # blobs for compressed instances (kept originals too), spool files for the rest
     pixel_bytes_in: int
     pixel_bytes_out: int
 
@@ -176,8 +176,14 @@ def stats(session: Session) -> IndexStats:
         by_state=grouped(Instance.state),
         by_codec=grouped(Instance.codec),
         codec_fallbacks=total(case((Instance.codec_fallback, 1), else_=0)),
-        received_bytes=total(Instance.received_size),
-        stored_bytes=total(func.coalesce(Instance.stored_size, Instance.received_size)),
+        # A lossy copy was made here, not received; a dropped original stores nothing.
+        received_bytes=total(case((Instance.derived_from_uid.is_not(None), 0), else_=Instance.received_size)),
+        stored_bytes=total(
+            case(
+                (Instance.state == StorageState.DROPPED, 0),
+                else_=func.coalesce(Instance.stored_size, Instance.received_size),
+            )
+        ),
         pixel_bytes_in=total(Instance.pixel_bytes_in),
         pixel_bytes_out=total(Instance.pixel_bytes_out),
     )
