@@ -93,3 +93,13 @@ def test_lossy_codecs_only_in_rules_for_a_modality_or_sender() -> None:
     rule = {"modality": "CR", "codec": "bicubic", "options": {"delta": 2}}
     validate_policy(CompressionConfig(rules=[rule]))
     validate_policy(CompressionConfig(rules=[{"calling_ae": "LAB", "codec": "bicubic"}]))
+
+
+@pytest.mark.parametrize("options", [{"scale": 2}, {"scale": 4, "delta": 2}, {"delta": 0}])
+def test_the_encoders_reconstruction_is_what_decode_gives(options: dict) -> None:
+    """Lossy copies take their pixels from the encoder instead of decoding a second time."""
+    samples, desc = _ct(12, 61, 90)
+    codec = create_codec("bicubic", **options)
+    payload, reconstruction = codec.encode_and_reconstruct(samples, desc)
+    assert payload == codec.encode(samples, desc)
+    assert reconstruction.dtype == desc.dtype and np.array_equal(reconstruction, codec.decode(payload, desc))

@@ -55,10 +55,10 @@ def encode_lossy_copy(data: bytes, codec: Codec) -> LossyCopy:
     words = pixel_words(data, layout)  # first: it refuses files without codable pixels
     fmt = PixelFormat.from_dataset(layout.dataset)
     samples, mapping, desc = full_range_samples(words, fmt)
-    payload = codec.encode(samples, desc)
+    payload, reconstruction = codec.encode_and_reconstruct(samples, desc)
     if len(payload) >= fmt.native_length:
         raise UnsupportedPixels(f"{codec.name} would not make these pixels smaller")
-    words = words_from_samples(codec.decode(payload, desc), mapping, fmt)
+    words = words_from_samples(reconstruction, mapping, fmt)
     uid = lossy_copy_uid(str(layout.dataset.SOPInstanceUID), codec)
     ratio = fmt.native_length / len(payload)
     copy = _derived_file(data, fmt, words, uid, ratio, codec.lossy_method)

@@ -75,6 +75,12 @@ class Codec(ABC):
     @abstractmethod
     def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes: ...
 
+    def encode_and_reconstruct(self, pixels: np.ndarray, desc: ImageDescription) -> tuple[bytes, np.ndarray]:
+        """The payload and the pixels its decode gives (a lossy copy's pixels). A codec whose
+        encoder already computes them overrides this to save a decode."""
+        payload = self.encode(pixels, desc)
+        return payload, self.decode(payload, desc)
+
     @abstractmethod
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray: ...
 

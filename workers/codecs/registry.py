@@ -27,9 +27,12 @@ _config = CompressionConfig()
 
 
 def configure(config: CompressionConfig) -> None:
-    """Adopt a node's settings (server and worker processes do this at start-up)."""
+    """Adopt a node's settings (NodeContext.open, validate_policy and `codec try` call this;
+    the same settings again keep the codecs already built)."""
     global _config
     with _shared_lock:
+        if config == _config:
+            return
         _config = config
         _shared.clear()
 

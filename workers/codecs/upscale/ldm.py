@@ -59,9 +59,6 @@ class LdmCodec(UpscaleCodec):
 
     @classmethod
     def from_config(cls, config: CompressionConfig, **options: Any) -> LdmCodec:
-        reason = cls.unavailable_reason(config)
-        if reason is not None:
-            raise CodecUnavailable(reason)
         return cls(config.ldm, **options)
 
     def recipe(self, pixels: np.ndarray) -> bytes:
@@ -93,7 +90,12 @@ class LdmCodec(UpscaleCodec):
         return self._upscaler_on(device_class)
 
     def _upscaler_on(self, device: str) -> LatentUpscaler:
-        return load_upscaler(self._settings.weights_dir, device)
+        try:
+            return load_upscaler(self._settings.weights_dir, device)
+        except (OSError, ValueError) as exc:  # missing or damaged files, a foreign layout
+            raise CodecUnavailable(
+                f"ldm weights in {self._settings.weights_dir} cannot be loaded: {exc}"
+            ) from exc
 
 
 def _device(setting: str) -> str:

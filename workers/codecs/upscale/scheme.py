@@ -76,6 +76,11 @@ class UpscaleCodec(Codec):
         """(rows / scale, columns / scale) int64 -> (rows, columns) int64 in [0, max_value]."""
 
     def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes:
+        return self.encode_and_reconstruct(pixels, desc)[0]
+
+    def encode_and_reconstruct(self, pixels: np.ndarray, desc: ImageDescription) -> tuple[bytes, np.ndarray]:
+        """The encoder computes the prediction (and the residual) anyway: the decoded pixels come
+        without running the upscaler a second time, which for the LDM is a whole diffusion."""
         max_value = (1 << desc.bit_depth) - 1
         small = self._downscaled(pixels, desc)
         small_desc = ImageDescription(
@@ -88,12 +93,13 @@ class UpscaleCodec(Codec):
         header = MAGIC + struct.pack(_HEADER, self.scale, delta, len(small_payload), len(recipe))
         payload = header + recipe + _digest(prediction) + small_payload
         if self.delta is None:
-            return payload
+            return payload, prediction.astype(desc.dtype)
         step = 2 * self.delta + 1
         indices = np.floor_divide(pixels.astype(np.int64) - prediction + self.delta, step)
-        if np.abs(_reconstruct(prediction, indices, step, max_value) - pixels).max(initial=0) > self.delta:
+        reconstruction = _reconstruct(prediction, indices, step, max_value)
+        if np.abs(reconstruction - pixels).max(initial=0) > self.delta:
             raise RuntimeError(f"{self.name}: reconstruction exceeds delta {self.delta}")
-        return payload + _pack_indices(indices, self._store)
+        return payload + _pack_indices(indices, self._store), reconstruction.astype(desc.dtype)
 
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
         if not payload.startswith(MAGIC):
