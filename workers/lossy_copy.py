@@ -58,10 +58,10 @@ def encode_lossy_copy(data: bytes, codec: Codec) -> LossyCopy:
     payload, reconstruction = codec.encode_and_reconstruct(samples, desc)
     if len(payload) >= fmt.native_length:
         raise UnsupportedPixels(f"{codec.name} would not make these pixels smaller")
-    words = words_from_samples(reconstruction, mapping, fmt)
+    lossy_words = words_from_samples(reconstruction, mapping, fmt)
     uid = lossy_copy_uid(str(layout.dataset.SOPInstanceUID), codec)
     ratio = fmt.native_length / len(payload)
-    copy = _derived_file(data, fmt, words, uid, ratio, codec.lossy_method)
+    copy = _derived_file(data, fmt, lossy_words, uid, ratio, codec.lossy_method)
     encoded = encode_instance(copy, codec, PixelCoding(payload, mapping, desc))
     offset = read_layout(copy).dataset_offset
     digest = hashlib.sha256(memoryview(copy)[offset:]).hexdigest()
