@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(config: NodeConfig, _args: argparse.Namespace) -> int:
-    from scp_node.server import start
+    from scp_node.server import StartRefused, start
     from workers.queue import open_queue
 
     context = NodeContext.open(config)
@@ -123,6 +123,9 @@ def _serve(config: NodeConfig, _args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         start(context, queue, block=True)
+    except StartRefused as exc:
+        print(f"scp-node: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:

@@ -31,6 +31,7 @@ from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
 from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
+from scp_node.storage.lock import DataDirInUse, DataDirLock
 from workers import jobs
 from workers.blob import LOSSLESS_ENCAPSULATED
 from workers.codecs import unavailable_codecs
@@ -39,6 +40,11 @@ from workers.queue import JobQueue
 from workers.retention import purge_expired_originals
 
 log = logging.getLogger(__name__)
+
+
+class StartRefused(Exception):
+    """The node cannot start as configured; the message names the setting (one line for the admin)."""
+
 
 UNCOMPRESSED = [
     ExplicitVRLittleEndian,
@@ -134,9 +140,10 @@ class NodeServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, plus housekeeping between polls of the listen socket:
     sweeping incoming/ and dropping originals that lossy copies replaced, once due."""
 
-    def __init__(self, *args: Any, context: NodeContext, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, context: NodeContext, lock: DataDirLock, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._context = context
+        self._lock = lock
         self._spool = context.spool
         network = context.config.network
         # A live transfer writes at least every network timeout, or pynetdicom aborts it.
@@ -158,6 +165,10 @@ class NodeServer(ThreadedAssociationServer):
             except Exception:  # the index may be briefly unreachable; the next round retries
                 log.exception("dropping expired originals failed")
 
+    def server_close(self) -> None:
+        super().server_close()
+        self._lock.release()
+
 
 def log_rejected_contexts(event: Event) -> None:
     """pynetdicom says nothing about contexts it rejected; an admin needs to see why a
@@ -175,12 +186,42 @@ def log_rejected_contexts(event: Event) -> None:
 
 
 def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer | None:
+    """Raises StartRefused before touching the data dir or the queue when another node serves
+    the same data dir or the address is taken."""
+    network = context.config.network
+    lock = DataDirLock(context.config.storage.data_dir)
+    try:
+        lock.acquire(f"{network.ae_title} on {network.host}:{network.port}")
+    except DataDirInUse as exc:
+        raise StartRefused(f"{exc}; storage.data_dir must differ per node") from None
+    try:
+        server = _make_server(context, queue, lock)
+    except BaseException:
+        lock.release()
+        raise
+    log.info(
+        "%s listening on %s:%d%s, data in %s",
+        network.ae_title,
+        network.host,
+        network.port,
+        " (TLS)" if network.tls.enabled else "",
+        context.config.storage.data_dir,
+    )
+    if block:
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+        return None
+    threading.Thread(target=server.serve_forever, name="association-server", daemon=True).start()
+    return server
+
+
+def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> NodeServer:
+    """Bind the address first: a node that cannot listen must not run recovery or jobs."""
     validate_policy(context.config.compression)
     for name, reason in unavailable_codecs().items():
         log.info("codec %s unavailable: %s", name, reason)
-    jobs.bind(context)
-    seed_peers(context)
-    recover(context, queue)
     access = AccessControl(context)
     handlers = [
         (evt.EVT_C_STORE, handle_store, [context, queue, access]),
@@ -191,25 +232,22 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer |
     ]
     network = context.config.network
     ae = build_ae(context)
-    server = ae.make_server(
-        (network.host, network.port),
-        ssl_context=tls_context(network.tls) if network.tls.enabled else None,
-        evt_handlers=handlers,
-        server_class=NodeServer,
-        request_handler=gated_request_handler(access),
-        context=context,
-    )
+    try:
+        server = ae.make_server(
+            (network.host, network.port),
+            ssl_context=tls_context(network.tls) if network.tls.enabled else None,
+            evt_handlers=handlers,
+            server_class=NodeServer,
+            request_handler=gated_request_handler(access),
+            context=context,
+            lock=lock,
+        )
+    except OSError as exc:
+        raise StartRefused(
+            f"cannot listen on {network.host}:{network.port} (network.host / network.port): {exc.strerror}"
+        ) from None
     ae._servers.append(server)  # as ae.start_server does; server.shutdown() expects it there
-    log.info(
-        "%s listening on %s:%d%s, data in %s",
-        network.ae_title,
-        network.host,
-        network.port,
-        " (TLS)" if network.tls.enabled else "",
-        context.config.storage.data_dir,
-    )
-    if block:
-        server.serve_forever()
-        return None
-    threading.Thread(target=server.serve_forever, name="association-server", daemon=True).start()
+    jobs.bind(context)
+    seed_peers(context)
+    recover(context, queue)
     return server
