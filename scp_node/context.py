@@ -3,14 +3,18 @@ blobs, and the codec registry's site settings (weights that decoding a blob may 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp_node.config import NodeConfig
 from scp_node.index.database import create_index_engine, session_factory, upgrade
+from scp_node.index.repository import unreferenced
 from scp_node.storage.blobs import BlobStore
+from scp_node.storage.durable import remove
 from scp_node.storage.spool import Spool
 from workers.codecs import configure
 
@@ -37,6 +41,13 @@ class NodeContext:
             spool=Spool(config.storage.data_dir),
             blobs=BlobStore(config.storage.data_dir),
         )
+
+    def discard_unreferenced(self, paths: Iterable[str | Path | None]) -> None:
+        """Delete those of `paths` that no committed row names (a job's own blob after it lost
+        a race or failed, a spool file its blob replaced); files a row names are kept."""
+        with self.sessions() as session:
+            doomed = unreferenced(session, paths)
+        remove(doomed)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -12,10 +12,10 @@ work already done, and a blob written twice lands on the same content-addressed 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -50,11 +50,17 @@ def compress_instance(sop_instance_uid: str) -> str:
     On failure the instance is marked failed (it stays served from the spool) and the
     exception propagates so RQ records the job as failed too.
     """
+    context = bound_context()
+    with context.sessions() as session:
+        instance = find_instance(session, sop_instance_uid)
+        if instance is None or instance.state in _DONE or instance.spool_path is None:
+            return instance.codec or "gone" if instance else "gone"
+        work = _Work(sop_instance_uid, instance.spool_path, instance.series.modality, instance.calling_ae)
     try:
-        return _compress(sop_instance_uid)
+        return _compress(context, work)
     except Exception as exc:
         log.exception("compress job for %s failed", sop_instance_uid)
-        mark_failed(sop_instance_uid, f"{type(exc).__name__}: {exc}")
+        mark_failed(work, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -62,70 +68,81 @@ def compress_instance(sop_instance_uid: str) -> str:
 _DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
 
 
-def _compress(sop_instance_uid: str) -> str:
-    context = bound_context()
-    with context.sessions() as session:
-        instance = find_instance(session, sop_instance_uid)
-        if instance is None or instance.state in _DONE:
-            return instance.codec if instance else "gone"
-        spool_path = instance.spool_path
-        modality = instance.series.modality
-        calling_ae = instance.calling_ae
+@dataclass(frozen=True)
+class _Work:
+    """The version of the instance a job compresses: the spool file its row named when the job
+    began. Another store, or another job for the same row, may change the row meanwhile."""
+
+    uid: str
+    spool_path: str
+    modality: str
+    calling_ae: str
+
+
+def _compress(context: NodeContext, work: _Work) -> str:
     try:
-        data = Path(spool_path).read_bytes()
+        data = Path(work.spool_path).read_bytes()
     except FileNotFoundError:
-        if _superseded(context, sop_instance_uid, spool_path):
+        if _superseded(context, work):
             return "superseded"
         raise
-    choice = choose_codec(context.config.compression, modality=modality, calling_ae=calling_ae)
+    choice = choose_codec(context.config.compression, modality=work.modality, calling_ae=work.calling_ae)
     if _is_lossy(choice):
-        copy = _lossy_copy(data, choice, sop_instance_uid)
+        copy = _lossy_copy(data, choice, work.uid)
         if copy is not None:
-            return _replace_with_copy(context, sop_instance_uid, spool_path, data, copy)
+            return _replace_with_copy(context, work, data, copy)
         choice = default_choice(context.config.compression)
-    encoded, fell_back = _encode_verified(data, choice, sop_instance_uid)
-    blob_path, blob_sha = context.blobs.put(sop_instance_uid, encoded.blob)
+    encoded, fell_back = _encode_verified(data, choice, work.uid)
+    blob_path, blob_sha = context.blobs.put(work.uid, encoded.blob)
     try:
-        _record_compressed(context, sop_instance_uid, spool_path, encoded, fell_back, blob_path, blob_sha)
+        _record_compressed(context, work, encoded, fell_back, blob_path, blob_sha)
     except (_Superseded, StaleDataError):
-        log.info("instance %s changed while compressing; leaving it to its new job", sop_instance_uid)
-        blob_path.unlink(missing_ok=True)
+        log.info("instance %s changed while compressing; leaving it to its new job", work.uid)
         return "superseded"
-    Path(spool_path).unlink(missing_ok=True)
-    log.info(
-        "compressed %s with %s: pixels %d -> %d bytes",
-        sop_instance_uid,
-        encoded.codec,
-        encoded.pixel_bytes_in,
-        encoded.pixel_bytes_out,
-    )
+    finally:
+        # Whatever happened, keep exactly the files a committed row names: the blob when this
+        # job won, the spool file when it did not (or its row's newer one).
+        context.discard_unreferenced([blob_path, work.spool_path])
+    _log_stored(work.uid, encoded)
     return encoded.codec
+
+
+def _log_stored(uid: str, encoded: EncodedInstance) -> None:
+    if encoded.mode == "coded":
+        log.info(
+            "compressed %s with %s: pixels %d -> %d bytes",
+            uid,
+            encoded.codec,
+            encoded.pixel_bytes_in,
+            encoded.pixel_bytes_out,
+        )
+    else:
+        log.info("stored %s as received (%s pixel data is not re-encoded)", uid, encoded.mode)
 
 
 class _Superseded(Exception):
     """A newer copy of the instance was stored while the job worked on the old one."""
 
 
-def _superseded(context: NodeContext, sop_instance_uid: str, spool_path: str) -> bool:
+def _superseded(context: NodeContext, work: _Work) -> bool:
     with context.sessions() as session:
-        instance = find_instance(session, sop_instance_uid)
-        return instance is None or instance.spool_path != spool_path
+        instance = find_instance(session, work.uid)
+        return instance is None or instance.spool_path != work.spool_path
 
 
 def _record_compressed(
     context: NodeContext,
-    sop_instance_uid: str,
-    spool_path: str,
+    work: _Work,
     encoded: EncodedInstance,
     fell_back: bool,
     blob_path: Path,
     blob_sha: str,
 ) -> None:
-    """Point the row at the blob, unless a new store replaced the row meanwhile (the row's
-    version makes a store that commits between this read and this write fail the commit)."""
+    """Point the row at the blob, unless a new store (or another job) changed the row meanwhile
+    (the row's version makes a change committed between this read and this write fail the commit)."""
     with context.sessions() as session:
-        instance = find_instance(session, sop_instance_uid)
-        if instance is None or instance.spool_path != spool_path:
+        instance = find_instance(session, work.uid)
+        if instance is None or instance.spool_path != work.spool_path:
             raise _Superseded
         instance.state = StorageState.COMPRESSED
         _point_at_blob(instance, encoded, fell_back, blob_path, blob_sha)
@@ -164,35 +181,38 @@ def _lossy_copy(data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
         return None
 
 
-def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: bytes, copy: LossyCopy) -> str:
+def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: LossyCopy) -> str:
     settings = context.config.compression
+    uid = work.uid
     original, fell_back, original_blob = None, False, None
     if settings.lossy.keep_original:
         original, fell_back = _encode_verified(data, default_choice(settings), uid)
         original_blob = context.blobs.put(uid, original.blob)
     copy_blob = context.blobs.put(copy.sop_instance_uid, copy.encoded.blob)
-    written = [copy_blob[0], *([original_blob[0]] if original_blob else [])]
-    with context.sessions() as session:
-        instance = find_instance(session, uid)
-        if instance is None or instance.spool_path != spool_path:
-            return _superseded_after(context, uid, written)
-        previous_copy_blob = _record_copy(session, instance, copy, copy_blob)
-        instance.replaced_by_uid = copy.sop_instance_uid
-        if original is None or original_blob is None:
-            instance.state = StorageState.DROPPED
-            instance.spool_path = instance.error = None
-        else:
-            instance.state = StorageState.REPLACED
-            _point_at_blob(instance, original, fell_back, *original_blob)
-            days = settings.lossy.keep_original_days
-            instance.original_expires_at = None if days is None else utcnow() + timedelta(days=days)
-        try:
+    touched = [work.spool_path, copy_blob[0], *([original_blob[0]] if original_blob else [])]
+    try:
+        with context.sessions() as session:
+            instance = find_instance(session, uid)
+            if instance is None or instance.spool_path != work.spool_path:
+                raise _Superseded
+            touched.append(_record_copy(session, instance, copy, copy_blob))
+            instance.replaced_by_uid = copy.sop_instance_uid
+            if original is None or original_blob is None:
+                instance.state = StorageState.DROPPED
+                instance.spool_path = instance.error = None
+            else:
+                instance.state = StorageState.REPLACED
+                _point_at_blob(instance, original, fell_back, *original_blob)
+                days = settings.lossy.keep_original_days
+                instance.original_expires_at = None if days is None else utcnow() + timedelta(days=days)
             session.commit()
-        except StaleDataError:
-            return _superseded_after(context, uid, written)
-    Path(spool_path).unlink(missing_ok=True)
-    if previous_copy_blob not in (None, str(copy_blob[0])):
-        Path(previous_copy_blob).unlink(missing_ok=True)
+    except (_Superseded, StaleDataError):
+        log.info("instance %s changed while compressing; leaving it to its new job", uid)
+        return "superseded"
+    finally:
+        # Keep the files committed rows name: the new copy and original when this job won
+        # (the copy's previous blob goes), the spool file when it lost.
+        context.discard_unreferenced(touched)
     log.info(
         "stored %s as lossy copy %s (%s, pixels %d -> %d bytes); original %s",
         uid,
@@ -205,23 +225,10 @@ def _replace_with_copy(context: NodeContext, uid: str, spool_path: str, data: by
     return copy.encoded.codec
 
 
-def _superseded_after(context: NodeContext, uid: str, written: list[Path]) -> str:
-    """A new store of `uid` won the race: drop the blobs this job wrote, except one that an
-    earlier identical copy's row already points at (same content, same path)."""
-    log.info("instance %s changed while compressing; leaving it to its new job", uid)
-    with context.sessions() as session:
-        paths = [str(path) for path in written]
-        used = set(session.scalars(select(Instance.blob_path).where(Instance.blob_path.in_(paths))))
-    for path in written:
-        if str(path) not in used:
-            path.unlink(missing_ok=True)
-    return "superseded"
-
-
 def _record_copy(session: Session, original: Instance, copy: LossyCopy, blob: tuple[Path, str]) -> str | None:
     """The copy's row, in the original's series: new, or the same copy made again from a
     re-sent original (its UID comes from the original's and the codec's). Returns the blob
-    the row pointed at before, for deletion after the commit."""
+    the row named before, which goes once nothing names it."""
     row = find_instance(session, copy.sop_instance_uid) or Instance(sop_instance_uid=copy.sop_instance_uid)
     previous_blob = row.blob_path
     row.sop_class_uid = original.sop_class_uid
@@ -276,11 +283,12 @@ def _encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInsta
     return best
 
 
-def mark_failed(sop_instance_uid: str, error: str) -> None:
-    """The instance stays retrievable from its spool file; `error` tells the admin why."""
+def mark_failed(work: _Work, error: str) -> None:
+    """The instance stays retrievable from its spool file; `error` tells the admin why. Only
+    the version the job worked on is marked: a newer store has its own job coming."""
     with bound_context().sessions() as session:
-        instance = find_instance(session, sop_instance_uid)
-        if instance is not None and instance.state != StorageState.COMPRESSED:
+        instance = find_instance(session, work.uid)
+        if instance is not None and instance.spool_path == work.spool_path and instance.state not in _DONE:
             instance.state = StorageState.FAILED
             instance.error = error
             session.commit()

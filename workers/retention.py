@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import select
 
 from scp_node.context import NodeContext
 from scp_node.index.models import Instance, StorageState, utcnow
+from scp_node.index.repository import unreferenced
+from scp_node.storage.durable import remove
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,13 @@ def purge_expired_originals(context: NodeContext, now: datetime | None = None) -
                 Instance.state == StorageState.REPLACED, Instance.original_expires_at <= (now or utcnow())
             )
         ).all()
-        paths = [instance.blob_path for instance in expired if instance.blob_path]
+        paths = [instance.blob_path for instance in expired]
         for instance in expired:
             instance.state = StorageState.DROPPED
             instance.blob_path = instance.blob_sha256 = instance.stored_size = None
+        doomed = unreferenced(session, paths)
         session.commit()
-    for path in paths:
-        Path(path).unlink(missing_ok=True)
+    remove(doomed)
     if expired:
         log.info("dropped %d originals replaced by lossy copies, past their keeping time", len(expired))
     return len(expired)

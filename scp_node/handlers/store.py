@@ -24,7 +24,8 @@ from scp_node.access import AccessControl
 from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.index.models import Instance, StorageState
-from scp_node.index.repository import find_instance, record_received
+from scp_node.index.repository import find_instance, record_received, unreferenced
+from scp_node.storage.durable import remove
 from scp_node.storage.spool import SpooledInstance
 from workers.dicom_layout import InvalidDicomFile
 from workers.queue import JobQueue
@@ -94,17 +95,16 @@ def _index_retrying(context: NodeContext, spooled: SpooledInstance, sop_uid: str
 
 
 def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling_ae: str) -> int:
-    """Commit the row per the duplicate policy; old files are removed only after the commit."""
+    """Commit the row per the duplicate policy; the files it stops naming go after the commit."""
     with context.sessions() as session:
         existing = find_instance(session, sop_uid)
-        obsolete: list[str | None] = []
+        previous: list[str | None] = []
         if existing is not None:
             refusal = _duplicate_refusal(context, existing, spooled, calling_ae)
             if refusal is not None:
-                if str(spooled.path) != existing.spool_path:  # same bytes land on the same name
-                    spooled.path.unlink(missing_ok=True)
+                spooled.path.unlink(missing_ok=True)  # its name is this store's own
                 return refusal
-            obsolete = [existing.spool_path, existing.blob_path]
+            previous = [existing.spool_path, existing.blob_path]
         record_received(
             session,
             spooled.layout.dataset,
@@ -115,10 +115,9 @@ def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling
             dataset_sha256=spooled.dataset_sha256,
             existing=existing,
         ).state = StorageState.QUEUED
+        obsolete = unreferenced(session, previous)
         session.commit()
-    for path in obsolete:
-        if path and path != str(spooled.path):
-            Path(path).unlink(missing_ok=True)
+    remove(obsolete)
     return status.SUCCESS
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from sqlalchemy import case, func, select
@@ -75,6 +76,23 @@ def _series(session: Session, ds: Dataset) -> Series:
 
 def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
     return session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+
+
+def unreferenced(session: Session, paths: Iterable[str | Path | None]) -> list[str]:
+    """The files among `paths` that no instance row names, as this transaction sees the index.
+
+    Ask after the change that stops naming them is flushed, remove them only after it commits:
+    a crash in between leaves a stray file, never a row naming a missing one. Every file has a
+    name of its own (`scp_node.storage.durable.unique_path`), so a file no committed row names
+    is never named again, and deleting it is safe under any number of workers and machines.
+    """
+    candidates = {str(path) for path in paths if path}
+    if not candidates:
+        return []
+    session.flush()
+    named = set(session.scalars(select(Instance.blob_path).where(Instance.blob_path.in_(candidates))))
+    named |= set(session.scalars(select(Instance.spool_path).where(Instance.spool_path.in_(candidates))))
+    return sorted(candidates - named)
 
 
 def record_received(

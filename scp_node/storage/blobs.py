@@ -1,11 +1,11 @@
-"""Compressed blobs on the filesystem, named by instance and content digest."""
+"""Compressed blobs on the filesystem, one file per write, named by instance and content digest."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from scp_node.storage.durable import atomic_write, shard_path
+from scp_node.storage.durable import atomic_write, unique_path
 
 
 class BlobStore:
@@ -14,9 +14,8 @@ class BlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def put(self, sop_instance_uid: str, blob: bytes) -> tuple[Path, str]:
-        """Write durably; writing the same content twice lands on the same path (idempotent jobs)."""
+        """Write durably under a new name; the file is the caller's until a committed row names it."""
         digest = hashlib.sha256(blob).hexdigest()
-        path = shard_path(self.root, sop_instance_uid, digest, ".blob")
-        if not (path.exists() and path.stat().st_size == len(blob)):
-            atomic_write(path, blob)
+        path = unique_path(self.root, sop_instance_uid, digest, ".blob")
+        atomic_write(path, blob)
         return path, digest

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scp_node.storage.durable import publish, shard_path
+from scp_node.storage.durable import publish, unique_path
 from workers.dicom_layout import FileLayout, read_layout
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,12 @@ class Spool:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def accept(self, received: Path, sop_instance_uid: str) -> SpooledInstance:
-        """Validate a received file and make it durable; raises InvalidDicomFile when malformed."""
+        """Validate a received file and make it durable under a name of its own (a re-sent copy
+        never lands on the name of the one indexed); raises InvalidDicomFile when malformed."""
         data = received.read_bytes()
         layout = read_layout(data)
         digest = hashlib.sha256(memoryview(data)[layout.dataset_offset :]).hexdigest()
-        final = shard_path(self.root, sop_instance_uid, digest, ".dcm")
+        final = unique_path(self.root, sop_instance_uid, digest, ".dcm")
         publish(received, final)
         return SpooledInstance(final, len(data), digest, layout)
 

@@ -1,0 +1,166 @@
+"""Any number of compress workers, on any number of processes, with the same instances sent
+again and again: nothing acknowledged is lost, and the admin's tools tell the truth.
+
+Every scenario ends with the same check (`_assert_every_instance_retrievable`): each
+acknowledged instance is indexed as compressed, its blob exists, `scp-node verify --sample 1`
+finds no problem, and getscu returns every data set with its ingest SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from pydicom import dcmread
+from redis import Redis
+
+from scp_node.index.models import Instance, StorageState
+from tests.conftest import (
+    REDIS_URL,
+    RunningNode,
+    getscu,
+    make_config,
+    require,
+    run_cli,
+    shared_corpus,
+    start_node,
+    storescu,
+)
+from workers.dicom_layout import dataset_offset
+
+
+def _ct_series(count: int) -> list[Path]:
+    """Real 512x512 CT slices (one series), slow enough to code that two jobs overlap."""
+    return sorted((shared_corpus() / "series" / "ct-siemens-chest").glob("*.dcm"))[:count]
+
+
+def _twice_in_a_row(files: list[Path]) -> list[Path]:
+    """A modality that retries each instance at once: the two compress jobs run side by side."""
+    return [path for path in files for _ in range(2)]
+
+
+def _write_config(node_config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(node_config.model_dump(mode="json")))
+    return path
+
+
+def _assert_every_instance_retrievable(node: RunningNode, files: list[Path], tmp_path: Path) -> None:
+    uids = {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files}
+    with node.context.sessions() as session:
+        rows = {row.sop_instance_uid: row for row in session.query(Instance)}
+    assert set(rows) == uids
+    for uid, row in rows.items():
+        assert row.state == StorageState.COMPRESSED, (uid, row.state, row.error)
+        assert row.blob_path and Path(row.blob_path).is_file(), f"{uid}: blob {row.blob_path} missing"
+    expected = {uid: row.dataset_sha256 for uid, row in rows.items()}  # as received
+
+    config_file = _write_config(node.config, tmp_path / "verify.yaml")
+    verify = run_cli(config_file, "verify", "--sample", "1")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"checked {len(expected)} instances, fully decoded {len(expected)}, problems 0" in verify.stdout
+    stats = run_cli(config_file, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert yaml.safe_load(stats.stdout)["by_state"] == {"compressed": len(expected)}
+
+    out = tmp_path / "retrieved"
+    study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    result = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+    assert result.returncode == 0, result.stdout + result.stderr
+    retrieved = {}
+    for path in out.iterdir():
+        data = path.read_bytes()
+        retrieved[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = hashlib.sha256(
+            data[dataset_offset(data) :]
+        ).hexdigest()
+    assert retrieved == expected
+
+
+@pytest.mark.dcmtk
+@pytest.mark.parametrize("workers", [2, 4])
+def test_in_process_workers_with_instances_sent_twice_keep_every_blob(
+    tmp_path: Path, database_url: str, workers: int, dcmtk: None
+) -> None:
+    files = _ct_series(12)
+    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": workers}))
+    try:
+        result = storescu(node.port, _twice_in_a_row(files))
+        assert result.returncode == 0, result.stdout
+        node.wait_for_jobs()
+        _assert_every_instance_retrievable(node, files, tmp_path)
+    finally:
+        node.stop()
+
+
+@pytest.mark.dcmtk
+def test_concurrent_resends_while_compressing_keep_every_blob(
+    tmp_path: Path, database_url: str, dcmtk: None
+) -> None:
+    """Three senders push the same series at once, twice each, while three workers compress."""
+    files = _ct_series(8)
+    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": 3}))
+    try:
+        results: list[subprocess.CompletedProcess] = []
+        senders = [
+            threading.Thread(target=lambda: results.append(storescu(node.port, _twice_in_a_row(files))))
+            for _ in range(3)
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        assert [r.returncode for r in results] == [0, 0, 0], [r.stdout for r in results]
+        node.wait_for_jobs()
+        _assert_every_instance_retrievable(node, files, tmp_path)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def redis_queue_name() -> str:
+    try:
+        Redis.from_url(REDIS_URL).ping()
+    except Exception as exc:
+        require(False, f"Redis at {REDIS_URL} unavailable: {exc}")
+    name = f"scp-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    redis = Redis.from_url(REDIS_URL)
+    for key in redis.scan_iter(f"rq:*{name}*"):
+        redis.delete(key)
+
+
+@pytest.mark.dcmtk
+@pytest.mark.redis
+def test_several_rq_workers_with_repeated_sends_keep_every_blob(
+    tmp_path: Path, database_url: str, redis_queue_name: str, dcmtk: None
+) -> None:
+    """Three real `scp-node worker` processes drain jobs for instances sent four times each."""
+    files = _ct_series(10)
+    config = make_config(
+        tmp_path, database_url, **{"queue.redis_url": REDIS_URL, "queue.name": redis_queue_name}
+    )
+    node = start_node(config)
+    try:
+        for _ in range(2):
+            assert storescu(node.port, _twice_in_a_row(files)).returncode == 0
+        config_file = _write_config(config, tmp_path / "config.yaml")
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "scp_node.cli", "worker", "--burst", "--config", str(config_file)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        for worker in workers:
+            output, _ = worker.communicate(timeout=600)
+            assert worker.returncode == 0, output
+        _assert_every_instance_retrievable(node, files, tmp_path)
+    finally:
+        node.stop()
