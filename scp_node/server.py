@@ -141,9 +141,9 @@ class NodeServer(ThreadedAssociationServer):
     sweeping incoming/ and dropping originals that lossy copies replaced, once due."""
 
     def __init__(self, *args: Any, context: NodeContext, lock: DataDirLock, **kwargs: Any) -> None:
+        self._lock = lock  # first: a failed bind calls server_close() from super().__init__
         super().__init__(*args, **kwargs)
         self._context = context
-        self._lock = lock
         self._spool = context.spool
         network = context.config.network
         # A live transfer writes at least every network timeout, or pynetdicom aborts it.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ from pathlib import Path
 import pydicom.data
 import pytest
 from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from sqlalchemy import create_engine, text
 
 from scp_node.config import CompressionConfig, LdmConfig, NodeConfig, load_config
@@ -229,6 +233,59 @@ def mixture_from_floats(mean, log_scale, logit):
     scale_index = torch.round((log_scale.double() / math.log(2) - SCALE_MIN_LOG2) * SCALE_STEPS_PER_OCTAVE)
     logit_index = torch.round(logit.double() / math.log(2) * LOGIT_STEPS)
     return mixture_from_indices(fixed_mean, scale_index.long(), logit_index.long())
+
+
+class NodeProcess:
+    """`scp-node serve` in its own process; its output goes to a log file."""
+
+    def __init__(self, config_file: Path, port: int, log_file: Path) -> None:
+        script = Path(sys.executable).with_name("scp-node")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "scp_node.cli"]
+        self.port = port
+        self.log_file = log_file
+        with open(log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [*command, "serve", "--config", str(config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log_tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+    def wait_until_serving(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"node exited:\n{self.log_tail()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            ae = AE(ae_title="PROBE")
+            ae.add_requested_context(Verification)
+            assoc = ae.associate("127.0.0.1", self.port, ae_title="SCP_NODE")
+            if assoc.is_established:
+                status = assoc.send_c_echo()
+                assoc.release()
+                if status.get("Status") == 0x0000:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"node not serving after {timeout} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,9 @@ import copy
 import hashlib
 import io
 import logging
-import os
 import random
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +47,7 @@ from sqlalchemy import create_engine, select
 
 from scp_node.index.models import Instance
 from tests.conftest import (
+    NodeProcess,
     RunningNode,
     getscu,
     make_config,
@@ -278,59 +275,6 @@ def _sender(port: int, files: list[tuple[str, Path]], sop_classes: set[str], log
     finally:
         if assoc.is_established:
             assoc.release()
-
-
-class NodeProcess:
-    """`scp-node serve` in its own process; its output goes to a log file."""
-
-    def __init__(self, config_file: Path, port: int, log_file: Path) -> None:
-        script = Path(sys.executable).with_name("scp-node")
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "scp_node.cli"]
-        self.port = port
-        self.log_file = log_file
-        with open(log_file, "ab") as log:
-            self.process = subprocess.Popen(
-                [*command, "serve", "--config", str(config_file)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def log_tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-4000:]
-
-    def wait_until_serving(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"node exited:\n{self.log_tail()}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                time.sleep(0.1)
-                continue
-            ae = AE(ae_title="PROBE")
-            ae.add_requested_context(Verification)
-            assoc = ae.associate("127.0.0.1", self.port, ae_title="SCP_NODE")
-            if assoc.is_established:
-                status = assoc.send_c_echo()
-                assoc.release()
-                if status.get("Status") == 0x0000:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"node not serving after {timeout} s:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def test_sigkill_during_ingest_loses_no_acknowledged_instance(

@@ -191,7 +191,7 @@ def stats(session: Session) -> IndexStats:
         studies=count(Study),
         series=count(Series),
         instances=count(Instance),
-        by_state=grouped(Instance.state),
+        by_state=_states_checked_on_disk(session, grouped(Instance.state)),
         by_codec=grouped(Instance.codec),
         codec_fallbacks=total(case((Instance.codec_fallback, 1), else_=0)),
         # A lossy copy was made here, not received; a dropped original stores nothing.
@@ -205,6 +205,21 @@ def stats(session: Session) -> IndexStats:
         pixel_bytes_in=total(Instance.pixel_bytes_in),
         pixel_bytes_out=total(Instance.pixel_bytes_out),
     )
+
+
+def _states_checked_on_disk(session: Session, by_state: dict[str, int]) -> dict[str, int]:
+    """Instances whose file is gone count as "missing", not as the state their row claims: an
+    admin reading "compressed 30" must be able to retrieve 30 (`scp-node verify` says which)."""
+    rows = session.execute(
+        select(Instance.state, func.coalesce(Instance.blob_path, Instance.spool_path)).where(
+            Instance.state != StorageState.DROPPED
+        )
+    )
+    for state, path in rows:
+        if path is None or not Path(path).exists():
+            by_state[state] -= 1
+            by_state["missing"] = by_state.get("missing", 0) + 1
+    return {state: count for state, count in by_state.items() if count}
 
 
 def list_peers(session: Session) -> Sequence[Peer]:

@@ -1,5 +1,6 @@
-"""Any number of compress workers, on any number of processes, with the same instances sent
-again and again: nothing acknowledged is lost, and the admin's tools tell the truth.
+"""Storage state under concurrency: any number of compress workers, in any number of processes,
+with the same instances sent again and again, lose nothing acknowledged; one node serves a
+data dir; and the admin's tools tell the truth about what is stored.
 
 Every scenario ends with the same check (`_assert_every_instance_retrievable`): each
 acknowledged instance is indexed as compressed, its blob exists, `scp-node verify --sample 1`
@@ -20,12 +21,17 @@ import yaml
 from pydicom import dcmread
 from redis import Redis
 
+from scp_node.context import NodeContext
 from scp_node.index.models import Instance, StorageState
+from scp_node.server import StartRefused, start
 from tests.conftest import (
     REDIS_URL,
+    NodeProcess,
     RunningNode,
+    free_port,
     getscu,
     make_config,
+    pydicom_test_file,
     require,
     run_cli,
     shared_corpus,
@@ -33,6 +39,7 @@ from tests.conftest import (
     storescu,
 )
 from workers.dicom_layout import dataset_offset
+from workers.queue import open_queue
 
 
 def _ct_series(count: int) -> list[Path]:
@@ -164,3 +171,87 @@ def test_several_rq_workers_with_repeated_sends_keep_every_blob(
         _assert_every_instance_retrievable(node, files, tmp_path)
     finally:
         node.stop()
+
+
+def test_stats_and_verify_tell_a_missing_blob(node: RunningNode, tmp_path: Path) -> None:
+    """A blob deleted behind the node's back: stats stops calling it compressed, and verify
+    names it and exits non-zero (so it can run from cron)."""
+    files = [pydicom_test_file("CT_small.dcm"), pydicom_test_file("MR_small.dcm")]
+    assert storescu(node.port, files).returncode == 0
+    node.wait_for_jobs()
+    with node.context.sessions() as session:
+        lost = session.query(Instance).order_by(Instance.id).first()
+    Path(lost.blob_path).unlink()
+    config_file = _write_config(node.config, tmp_path / "config.yaml")
+
+    stats = run_cli(config_file, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert yaml.safe_load(stats.stdout)["by_state"] == {"compressed": 1, "missing": 1}
+    verify = run_cli(config_file, "verify")
+    assert verify.returncode == 1
+    assert f"{lost.sop_instance_uid}: missing file {lost.blob_path}" in verify.stdout
+    assert "problems 1" in verify.stdout
+
+
+def _serve(config, tmp_path: Path, name: str) -> NodeProcess:
+    return NodeProcess(
+        _write_config(config, tmp_path / f"{name}.yaml"), config.network.port, tmp_path / f"{name}.log"
+    )
+
+
+def test_a_second_node_on_one_data_dir_refuses_at_once(tmp_path: Path) -> None:
+    """It must not sweep incoming/ (the first node's live transfers) nor run jobs; a node on
+    a taken port says so in one line. Killed with -9, the first node leaves no stale lock."""
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}")
+    first = _serve(config, tmp_path, "first")
+    try:
+        first.wait_until_serving()
+        live_transfer = config.storage.data_dir / "incoming" / "tmp-live.dcm"
+        live_transfer.write_bytes(b"\0" * 128)
+
+        second_config = config.model_copy(
+            update={"network": config.network.model_copy(update={"port": free_port()})}
+        )
+        second = _serve(second_config, tmp_path, "second")
+        assert second.process.wait(timeout=60) == 2
+        output = second.log_tail()
+        assert (
+            f"data dir {config.storage.data_dir} is in use by scp-node serve pid {first.process.pid}"
+            in output
+        )
+        assert "Traceback" not in output
+        assert live_transfer.exists()
+
+        elsewhere = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"data_dir": tmp_path / "other"})}
+        )
+        taken_port = _serve(elsewhere, tmp_path, "taken-port")
+        assert taken_port.process.wait(timeout=60) == 2
+        output = taken_port.log_tail()
+        assert f"cannot listen on 127.0.0.1:{config.network.port} (network.host / network.port)" in output
+        assert "Traceback" not in output
+    finally:
+        first.kill()
+    restarted = _serve(config, tmp_path, "restarted")
+    try:
+        restarted.wait_until_serving()
+    finally:
+        restarted.stop()
+
+
+def test_a_second_in_process_node_on_one_data_dir_is_refused(tmp_path: Path) -> None:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}")
+    node = start_node(config)
+    try:
+        other = config.model_copy(update={"network": config.network.model_copy(update={"port": free_port()})})
+        context = NodeContext.open(other)
+        queue = open_queue(other.queue)
+        try:
+            with pytest.raises(StartRefused, match="is in use by scp-node serve pid"):
+                start(context, queue, block=False)
+        finally:
+            queue.close()
+            context.close()
+    finally:
+        node.stop()
+    start_node(config).stop()  # released with the server
