@@ -65,13 +65,14 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 # Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
 # default syntax every DICOM application must support (PS3.5 10.1).
 MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+STORAGE_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1."
 # pynetdicom's storage list plus the retired storage SOP classes old modalities still send.
 STORAGE_SOP_CLASSES = [
     *(cx.abstract_syntax for cx in AllStoragePresentationContexts),
     *(
         uid
         for uid, (_name, kind, _info, retired, _keyword) in UID_dictionary.items()
-        if kind == "SOP Class" and retired == "Retired" and uid.startswith("1.2.840.10008.5.1.4.1.1.")
+        if kind == "SOP Class" and retired == "Retired" and uid.startswith(STORAGE_CLASS_PREFIX)
     ),
 ]
 # Patient Root and Study Root C-FIND, C-GET and C-MOVE.
@@ -170,18 +171,35 @@ class NodeServer(ThreadedAssociationServer):
         self._lock.release()
 
 
-def log_rejected_contexts(event: Event) -> None:
+# A-ASSOCIATE-AC presentation context results (PS3.8 9.3.3.2), in an admin's words.
+_REJECTION_REASONS = {
+    1: "refused by the node",
+    2: "refused, no reason given",
+    3: "SOP class not supported",
+    4: "none of the proposed transfer syntaxes supported",
+}
+
+
+def log_rejected_contexts(event: Event, access: AccessControl) -> None:
     """pynetdicom says nothing about contexts it rejected; an admin needs to see why a
-    modality's C-STORE never arrives (unknown SOP class, unsupported transfer syntax)."""
+    modality's C-STORE never arrives (a private or unknown class, an unsupported transfer
+    syntax). Services a peer may not use were logged at negotiation, by name; standard
+    non-storage classes a client offers in passing (dcmtk proposes print and worklist) are DEBUG."""
     assoc = event.assoc
     for cx in assoc.rejected_contexts:
-        log.info(
-            "association from %s at %s: presentation context %s (%s) rejected, result %d",
+        operation = OPERATION_OF_CONTEXT.get(cx.abstract_syntax)
+        if operation is not None and not access.allows(assoc, operation):
+            continue
+        uid = str(cx.abstract_syntax)
+        offered_in_passing = uid in UID_dictionary and not uid.startswith(STORAGE_CLASS_PREFIX)
+        log.log(
+            logging.DEBUG if offered_in_passing and cx.result == 3 else logging.INFO,
+            "association from %s at %s: %s (%s) %s",
             assoc.requestor.ae_title,
             assoc.requestor.address,
-            cx.abstract_syntax,
             UID(cx.abstract_syntax).name,
-            cx.result,
+            cx.abstract_syntax,
+            _REJECTION_REASONS.get(cx.result, f"rejected (result {cx.result})"),
         )
 
 
@@ -228,7 +246,7 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
         (evt.EVT_C_FIND, handle_find, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_C_MOVE, handle_move, [context]),
-        (evt.EVT_ACCEPTED, log_rejected_contexts),
+        (evt.EVT_ACCEPTED, log_rejected_contexts, [access]),
     ]
     network = context.config.network
     ae = build_ae(context)

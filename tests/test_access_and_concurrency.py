@@ -17,10 +17,13 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
+    BasicGrayscalePrintManagementMeta,
     CTImageStorage,
+    ModalityWorklistInformationFind,
     MRImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -34,6 +37,7 @@ PEERS = [
     {"ae_title": "MODALITY", "permissions": ["echo", "store"]},
     {"ae_title": "PINNED", "host": "127.0.0.2", "check_host": True, "permissions": ["echo"]},
     {"ae_title": "LOCAL", "host": "127.0.0.1", "check_host": True, "permissions": ["echo"]},
+    {"ae_title": "MOVER", "permissions": ["move"]},
 ]
 
 
@@ -422,3 +426,43 @@ def test_config_peers_win_over_the_table_on_restart(tmp_path: Path) -> None:
         viewer.release()
     finally:
         node.stop()
+
+
+def test_log_lines_name_what_happened(locked_node: RunningNode, caplog: pytest.LogCaptureFixture) -> None:
+    """A refused service is named once; classes a client offers in passing (print, worklist)
+    are DEBUG; a class the node does not know (a private one) is INFO; a move to a peer without an address
+    says that, not "unknown destination"."""
+    caplog.set_level(logging.DEBUG, logger="scp_node")
+    private_class = "1.2.826.0.1.3680043.2.1143.999.7"
+    viewer = _associate(
+        locked_node.port,
+        "VIEWER",
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelGet,
+        BasicGrayscalePrintManagementMeta,
+        ModalityWorklistInformationFind,
+        private_class,
+    )
+    assert viewer.is_established
+    viewer.release()
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert "association from VIEWER at 127.0.0.1: get not permitted" in info
+    assert not any("Basic Grayscale Print" in line or "Worklist" in line for line in info), info
+    assert not any("result" in line for line in info), info
+    assert any(private_class in line and "SOP class not supported" in line for line in info), info
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("Basic Grayscale Print" in line and "SOP class not supported" in line for line in debug)
+
+    mover = _associate(locked_node.port, "MOVER", StudyRootQueryRetrieveInformationModelMove)
+    assert mover.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = "1.2.3"
+    statuses = [
+        status.Status
+        for status, _ in mover.send_c_move(query, "VIEWER", StudyRootQueryRetrieveInformationModelMove)
+        if status
+    ]
+    mover.release()
+    assert statuses == [0xA801]
+    assert "C-MOVE from MOVER to 'VIEWER' refused: peer VIEWER has no host and port to send to" in caplog.text

@@ -32,9 +32,14 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
     destination_ae = str(event.move_destination).strip()
     with context.sessions() as session:
         peer = find_peer(session, destination_ae)
-        destination = (peer.host, peer.port) if peer is not None and peer.host else None
+        destination = (peer.host, peer.port) if peer is not None and peer.host and peer.port else None
     if destination is None:
-        log.warning("C-MOVE from %s to unknown destination %r refused", requestor.ae_title, destination_ae)
+        reason = (
+            "unknown destination"
+            if peer is None
+            else f"peer {destination_ae} has no host and port to send to (scp-node ae add --host --port)"
+        )
+        log.warning("C-MOVE from %s to %r refused: %s", requestor.ae_title, destination_ae, reason)
         yield None, None  # pynetdicom answers 0xA801 Move Destination unknown
         return
     try:
