@@ -19,7 +19,8 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from scp_node.access import OPERATION_OF_CONTEXT, AccessControl, gated_request_handler
@@ -79,6 +80,17 @@ STORAGE_SOP_CLASSES = [
 QUERY_RETRIEVE_MODELS = [uid for uid, operation in OPERATION_OF_CONTEXT.items() if operation != "echo"]
 
 
+def register_storage_classes() -> None:
+    """pynetdicom aborts the association on a C-STORE whose SOP class has no service class of
+    its own (retired ones such as the old Ultrasound Image Storage), after accepting its
+    context: every class the node offers is made a storage class, as Orthanc and dcmqrscp
+    treat them."""
+    for uid in STORAGE_SOP_CLASSES:
+        if uid_to_service_class(uid) is not StorageServiceClass:
+            keyword = UID_dictionary[uid][4] or f"RetiredStorage_{uid.replace('.', '_')}"  # some lack one
+            register_uid(uid, keyword, StorageServiceClass)
+
+
 def build_ae(context: NodeContext) -> AE:
     network = context.config.network
     # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
@@ -86,6 +98,7 @@ def build_ae(context: NodeContext) -> AE:
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
     tempfile.tempdir = str(context.spool.incoming)
+    register_storage_classes()
 
     ae = AE(ae_title=network.ae_title)
     ae.maximum_associations = network.max_associations
