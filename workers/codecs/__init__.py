@@ -1,9 +1,20 @@
-"""Pixel codecs: each turns an array of frames into bytes and back, and names its version."""
+"""Pixel codecs: each turns an array of frames into bytes and back, and names its version.
 
-from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
+The registry (names, options) imports nothing heavy; the interface (`Codec`, numpy) and the
+codec modules (torch for some) are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from workers.codecs import registry
 from workers.codecs.registry import (
     PASSTHROUGH,
+    InvalidCodecOption,
     available_codecs,
+    check_options,
     configure,
     create_codec,
     lossless_codecs,
@@ -11,15 +22,31 @@ from workers.codecs.registry import (
     unavailable_codecs,
 )
 
+if TYPE_CHECKING:
+    from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
+
+_FROM_BASE = ("Codec", "CodecUnavailable", "ImageDescription")
+
 __all__ = [
     "PASSTHROUGH",
     "Codec",
     "CodecUnavailable",
     "ImageDescription",
+    "InvalidCodecOption",
     "available_codecs",
+    "check_options",
     "configure",
     "create_codec",
     "lossless_codecs",
+    "registry",
     "shared_codec",
     "unavailable_codecs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        value = getattr(importlib.import_module("workers.codecs.base"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
