@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp_node.config import NodeConfig
-from scp_node.index.database import create_index_engine, session_factory, upgrade
+from scp_node.index.database import check_schema, create_index_engine, session_factory, upgrade
 from scp_node.index.repository import unreferenced
 from scp_node.storage.blobs import BlobStore
 from scp_node.storage.durable import remove
@@ -29,9 +29,14 @@ class NodeContext:
 
     @classmethod
     def open(cls, config: NodeConfig, *, migrate: bool = True) -> NodeContext:
+        """migrate: bring the index to the newest schema (serve, worker); False: only check it
+        and raise SchemaNotCurrent when it is behind (admin commands leave migrating to
+        `scp-node db upgrade`)."""
         config.storage.data_dir.mkdir(parents=True, exist_ok=True)
         if migrate:
             upgrade(config.database_url)
+        else:
+            check_schema(config.database_url)
         engine = create_index_engine(config.database_url)
         configure(config.compression)
         return cls(
