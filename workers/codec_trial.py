@@ -16,7 +16,9 @@ from workers.codecs import Codec
 @dataclass(frozen=True)
 class TrialResult:
     file: str
-    bytes: int
+    original_bytes: int  # the uncompressed pixel samples the codec was given
+    bytes: int  # the codec's payload
+    ratio: float  # original_bytes / bytes
     bpsp: float
     max_abs_error: int
     psnr: float | None  # None: identical pixels (infinite PSNR)
@@ -38,7 +40,9 @@ def try_codec(codec: Codec, path: Path) -> TrialResult:
     max_abs = int(np.abs(error).max()) if error.size else 0
     return TrialResult(
         file=str(path),
+        original_bytes=samples.nbytes,
         bytes=len(payload),
+        ratio=samples.nbytes / len(payload) if payload else 0.0,
         bpsp=8 * len(payload) / samples.size,
         max_abs_error=max_abs,
         psnr=_psnr(error, desc.bit_depth) if max_abs else None,
