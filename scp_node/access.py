@@ -18,6 +18,7 @@ from weakref import WeakKeyDictionary
 from pynetdicom import evt
 from pynetdicom.acse import ACSE
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -32,6 +33,7 @@ from pynetdicom.transport import RequestHandler
 
 from scp_node.context import NodeContext
 from scp_node.index.repository import find_peer
+from scp_node.negotiation import for_requester
 
 # The operation each non-storage context serves; storage contexts are not listed.
 OPERATION_OF_CONTEXT = {
@@ -83,7 +85,8 @@ def _addresses_of(host: str) -> set[str]:
 
 
 class _GatedACSE(ACSE):
-    """pynetdicom's acceptor-side ACSE with the access decision in front of negotiation."""
+    """pynetdicom's acceptor-side ACSE with the access decision in front of negotiation, and
+    the node's contexts fitted to the roles the requester asked for."""
 
     def __init__(self, assoc: Association, access: AccessControl) -> None:
         super().__init__(assoc)
@@ -102,7 +105,14 @@ class _GatedACSE(ACSE):
             evt.trigger(self.assoc, evt.EVT_REJECTED, {})
             self.assoc.kill()
             return
-        self.acceptor.supported_contexts = _permitted(self.acceptor.supported_contexts, granted)
+        roles = [
+            item
+            for item in self.requestor.primitive.user_information
+            if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        ]
+        self.acceptor.supported_contexts = for_requester(
+            _permitted(self.acceptor.supported_contexts, granted), roles
+        )
         refused = _refused_services(self.requestor.primitive.presentation_context_definition_list, granted)
         if refused:
             log.warning(

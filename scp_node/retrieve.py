@@ -17,23 +17,15 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    UID,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGLSLossless,
-    RLELossless,
-)
+from pydicom.uid import UID
 
 from scp_node.index.models import Instance
+from scp_node.negotiation import LOSSLESS_ENCODABLE, UNCOMPRESSED
 from workers.blob import decode_instance
 from workers.dicom_layout import dataset_offset
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID("1.2.840.10008.1.2.2"))
-# Compressed syntaxes the node can write from native pixels without loss.
-LOSSLESS_ENCODABLE = (RLELossless, JPEGLSLossless)
 
 
 class RetrieveError(RuntimeError):
@@ -75,7 +67,9 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
                 ds.decompress(generate_instance_uid=False)
             return _reencoded(ds, syntax)
     for syntax in accepted:
-        if syntax in LOSSLESS_ENCODABLE and not ds.file_meta.TransferSyntaxUID.is_compressed:
+        if syntax in LOSSLESS_ENCODABLE:
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                ds.decompress(generate_instance_uid=False)
             ds.compress(syntax, generate_instance_uid=False)
             return ds
     names = ", ".join(UID(s).name for s in accepted) or "none"

@@ -11,13 +11,9 @@ from typing import Any
 
 from pydicom.uid import (
     UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     UID_dictionary,
 )
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
@@ -32,9 +28,9 @@ from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
 from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
+from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from workers import jobs
-from workers.blob import LOSSLESS_ENCAPSULATED
 from workers.codecs import unavailable_codecs
 from workers.policy import validate_policy
 from workers.queue import JobQueue
@@ -47,25 +43,6 @@ class StartRefused(Exception):
     """The node cannot start as configured; the message names the setting (one line for the admin)."""
 
 
-UNCOMPRESSED = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    DeflatedExplicitVRLittleEndian,
-]
-# pynetdicom accepts the first syntax of this list that the requester proposed. Lossless
-# compressed first: the sender's own encoding is kept and nothing is converted on the way
-# in; lossy syntaxes last, so an offer of both never turns lossless data into lossy data.
-ACCEPTED_TRANSFER_SYNTAXES = [
-    *sorted(LOSSLESS_ENCAPSULATED),
-    *UNCOMPRESSED,
-    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in LOSSLESS_ENCAPSULATED and ts not in UNCOMPRESSED),
-]
-
-
-# Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
-# default syntax every DICOM application must support (PS3.5 10.1).
-MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
 STORAGE_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1."
 # pynetdicom's storage list plus the retired storage SOP classes old modalities still send.
 STORAGE_SOP_CLASSES = [
@@ -111,7 +88,7 @@ def build_ae(context: NodeContext) -> AE:
         ae.add_supported_context(model, MESSAGE_SYNTAXES)
     # scu_role/scp_role: accept C-GET requesters that propose to act as Storage SCP.
     for sop_class in STORAGE_SOP_CLASSES:
-        ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+        ae.add_supported_context(sop_class, RECEIVED_SYNTAXES, scu_role=True, scp_role=True)
     return ae
 
 

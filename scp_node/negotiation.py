@@ -1,0 +1,67 @@
+"""Which transfer syntax the node takes on each presentation context it accepts.
+
+pynetdicom takes, for each proposed context, the first syntax of the node's own list that the
+requester also proposed. Received data is best kept as sent, so for contexts the node receives
+on, lossless compressed syntaxes come first. On contexts where the requester takes the Storage
+SCP role (a C-GET requester, which receives its instances over them) the node is the sender:
+there it may only take a syntax it can produce for every instance of the class, whatever
+syntax each was stored in, uncompressed first as Orthanc and dcmqrscp answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+from pynetdicom import ALL_TRANSFER_SYNTAXES
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.presentation import PresentationContext
+
+from workers.blob import LOSSLESS_ENCAPSULATED
+
+UNCOMPRESSED = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+]
+# Lossless compressed first: the sender's own encoding is kept and nothing is converted on
+# the way in; lossy syntaxes last, so an offer of both never turns lossless data into lossy.
+RECEIVED_SYNTAXES = [
+    *sorted(LOSSLESS_ENCAPSULATED),
+    *UNCOMPRESSED,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in LOSSLESS_ENCAPSULATED and ts not in UNCOMPRESSED),
+]
+# Compressed syntaxes the node writes from decoded pixels without loss (pydicom's encoders).
+LOSSLESS_ENCODABLE = [JPEGLSLossless, RLELossless, JPEG2000Lossless]
+# What the node can send for any stored instance, in the order it prefers.
+SENT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, *LOSSLESS_ENCODABLE, ExplicitVRBigEndian]
+# Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
+# default syntax every DICOM application must support (PS3.5 10.1).
+MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+
+def for_requester(
+    supported: Iterable[PresentationContext], roles: Iterable[SCP_SCU_RoleSelectionNegotiation]
+) -> list[PresentationContext]:
+    """The node's contexts for one association: those whose class the requester asked to act
+    as Storage SCP for offer only SENT_SYNTAXES."""
+    receiving = {str(role.sop_class_uid) for role in roles if role.scp_role}
+    contexts = []
+    for cx in supported:
+        if str(cx.abstract_syntax) in receiving:
+            sending = PresentationContext()
+            sending.abstract_syntax = cx.abstract_syntax
+            sending.transfer_syntax = [ts for ts in SENT_SYNTAXES if ts in cx.transfer_syntax]
+            sending.scu_role, sending.scp_role = cx.scu_role, cx.scp_role
+            cx = sending
+        contexts.append(cx)
+    return contexts
