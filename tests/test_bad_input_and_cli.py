@@ -83,12 +83,8 @@ def test_cli_ae_stats_verify_codec_try(node: RunningNode, tmp_path: Path) -> Non
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(node.config.model_dump(mode="json")))
 
-    assert (
-        run_cli(
-            config_file, "ae", "add", "CT1", "--host", "10.0.0.5", "--permissions", "echo,store"
-        ).returncode
-        == 0
-    )
+    peer = ["CT1", "--host", "10.0.0.5", "--port", "104", "--permissions", "echo,store"]
+    assert run_cli(config_file, "ae", "add", *peer).returncode == 0
     assert "CT1" in run_cli(config_file, "ae", "list").stdout
     assert run_cli(config_file, "ae", "add", "BAD", "--permissions", "fly").returncode == 2
     assert run_cli(config_file, "ae", "remove", "CT1").returncode == 0
@@ -109,7 +105,17 @@ def test_cli_ae_stats_verify_codec_try(node: RunningNode, tmp_path: Path) -> Non
         config_file, "codec", "try", "--codec", "jpegls", "--json", str(pydicom_test_file("MR_small.dcm"))
     )
     result = json.loads(trial.stdout.splitlines()[0])
-    assert set(result) == {"file", "bytes", "bpsp", "max_abs_error", "psnr", "encode_s", "decode_s"}
+    assert set(result) == {
+        "file",
+        "original_bytes",
+        "bytes",
+        "ratio",
+        "bpsp",
+        "max_abs_error",
+        "psnr",
+        "encode_s",
+        "decode_s",
+    }
     assert result["max_abs_error"] == 0 and 0 < result["bpsp"] < 16
 
 
