@@ -414,11 +414,8 @@ def _serve(config: NodeConfig, _args: argparse.Namespace) -> int:
 
 
 def _serve_until_stopped(server: Any, network: NetworkConfig) -> None:
-    """Serve until SIGTERM or Ctrl-C; then accept no new association, let the ones in flight
-    finish (at most the longest network timeout; a second signal cuts the wait short, the
-    rest are aborted: their unacknowledged stores are the sender's to repeat), and close."""
-    import socketserver
-
+    """Serve until SIGTERM or Ctrl-C; then let the associations in flight finish (at most the
+    longest network timeout; a second signal cuts the wait short) and close."""
     stop, hurry = threading.Event(), threading.Event()
     received = ["a signal"]
 
@@ -431,32 +428,9 @@ def _serve_until_stopped(server: Any, network: NetworkConfig) -> None:
     try:
         while not stop.wait(1.0):
             pass
-        # Stop accepting and close the listening socket, so new associations are refused at
-        # once, but keep the data-dir lock: live transfers still write to incoming/.
-        socketserver.BaseServer.shutdown(server)
-        server.socket.close()
-        bound = max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s)
-        active = server.ae.active_associations
-        in_flight = bool(active)
-        if active:
-            log.info(
-                "%s: accepting no new associations; waiting up to %.0f s for %d in flight",
-                received[0],
-                bound,
-                len(active),
-            )
-        else:
-            log.info("%s: no association in flight; shutting down", received[0])
-        deadline = time.monotonic() + bound
-        while active and time.monotonic() < deadline and not hurry.is_set():
-            time.sleep(0.1)
-            active = server.ae.active_associations
-        if active:
-            log.warning("aborting %d associations still open", len(active))
-            for assoc in active:
-                assoc.abort()
-        elif in_flight:
-            log.info("in-flight associations finished")
+        log.info("%s: shutting down", received[0])
+        server.stop_accepting()
+        server.drain(max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s), hurry)
     finally:
         server.shutdown()  # closes the socket, releases the data-dir lock
         for sig, handler in previous.items():

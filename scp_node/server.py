@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socketserver
 import ssl
 import tempfile
 import threading
@@ -159,6 +160,31 @@ class NodeServer(ThreadedAssociationServer):
     def server_close(self) -> None:
         super().server_close()
         self._lock.release()
+
+    def stop_accepting(self) -> None:
+        """Refuse new associations at once, but keep the data-dir lock: transfers in flight
+        still write to incoming/, which another node's start-up would sweep."""
+        socketserver.BaseServer.shutdown(self)
+        self.socket.close()
+
+    def drain(self, within_s: float, hurry: threading.Event) -> None:
+        """Let the associations in flight finish, for at most `within_s` or until `hurry` is
+        set; abort the rest (their unacknowledged stores are the sender's to repeat)."""
+        active = self.ae.active_associations
+        if not active:
+            log.info("no association in flight")
+            return
+        log.info("no new associations; waiting up to %.0f s for %d in flight", within_s, len(active))
+        deadline = time.monotonic() + within_s
+        while active and time.monotonic() < deadline and not hurry.is_set():
+            time.sleep(0.1)
+            active = self.ae.active_associations
+        if active:
+            log.warning("aborting %d associations still open", len(active))
+            for assoc in active:
+                assoc.abort()
+        else:
+            log.info("in-flight associations finished")
 
 
 # A-ASSOCIATE-AC presentation context results (PS3.8 9.3.3.2), in an admin's words.
