@@ -13,19 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    RLELossless,
 )
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
 from workers.blob import LOSSLESS_ENCAPSULATED
+from workers.encapsulation import ENCODABLE, JPEGXLLossless
 
 UNCOMPRESSED = [
     ExplicitVRLittleEndian,
@@ -33,17 +32,21 @@ UNCOMPRESSED = [
     ExplicitVRBigEndian,
     DeflatedExplicitVRLittleEndian,
 ]
+# DICOM's JPEG XL syntaxes (PS3.5 A.4.11-13), newer than pynetdicom's list: lossless, JPEG
+# recompression (exact to a lossy JPEG), lossy.
+JPEG_XL_RECOMPRESSION, JPEG_XL = UID("1.2.840.10008.1.2.4.111"), UID("1.2.840.10008.1.2.4.112")
+_LOSSLESS = [*sorted(LOSSLESS_ENCAPSULATED), JPEGXLLossless]
 # Lossless compressed first: the sender's own encoding is kept and nothing is converted on
 # the way in; lossy syntaxes last, so an offer of both never turns lossless data into lossy.
 RECEIVED_SYNTAXES = [
-    *sorted(LOSSLESS_ENCAPSULATED),
+    *_LOSSLESS,
     *UNCOMPRESSED,
-    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in LOSSLESS_ENCAPSULATED and ts not in UNCOMPRESSED),
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in _LOSSLESS and ts not in UNCOMPRESSED),
+    JPEG_XL_RECOMPRESSION,
+    JPEG_XL,
 ]
-# Compressed syntaxes the node writes from decoded pixels without loss (pydicom's encoders).
-LOSSLESS_ENCODABLE = [JPEGLSLossless, RLELossless, JPEG2000Lossless]
 # What the node can send for any stored instance, in the order it prefers.
-SENT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, *LOSSLESS_ENCODABLE, ExplicitVRBigEndian]
+SENT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, *ENCODABLE, ExplicitVRBigEndian]
 # Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
 # default syntax every DICOM application must support (PS3.5 10.1).
 MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]

@@ -1,9 +1,9 @@
 """Turn an indexed instance back into what goes on the wire for a C-GET (later C-MOVE).
 
 The stored file is rebuilt from the spool or the blob and checked against the digest taken at
-ingest. If the requester accepted the file's transfer syntax the file's bytes are sent as they
-are; otherwise the data set is converted to a syntax it accepted (uncompressed, or a lossless
-compressed syntax re-encoded from the same pixels).
+ingest. If the file is what was received and the requester accepted its transfer syntax, the
+file's bytes are sent as they are; otherwise the data set is converted to a syntax it accepted
+(uncompressed, or a lossless compressed syntax re-encoded from the same pixels).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from scp_node.index.models import Instance
-from scp_node.negotiation import LOSSLESS_ENCODABLE, UNCOMPRESSED
+from scp_node.negotiation import UNCOMPRESSED
 from workers.blob import decode_instance
 from workers.dicom_layout import dataset_offset
+from workers.encapsulation import ENCODABLE, NotEncodable, decode_nested_pixel_data, encode_pixel_data
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,26 @@ class StoredFile:
     data: bytes
     dataset_offset: int
     transfer_syntax: UID
+    received_syntax: UID  # differs where compressed input was decoded into a pixel codec's blob
+
+    @property
+    def as_received(self) -> bool:
+        """The very bytes received: these may go out unchanged."""
+        return self.transfer_syntax == self.received_syntax
 
 
 def load_stored_file(instance: Instance) -> StoredFile:
     """The instance as a Part-10 file, digest-checked: byte-identical to what was received
     unless compressed input was stored with a pixel codec (then Explicit VR Little Endian)."""
+    received = UID(instance.transfer_syntax_uid)
     if instance.blob_path:
         rebuilt = decode_instance(Path(instance.blob_path).read_bytes())
-        stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax))
-        if stored.transfer_syntax != instance.transfer_syntax_uid:
+        stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)
+        if not stored.as_received:
             return stored  # compressed input decoded: its pixels were verified at encode time
     elif instance.spool_path:
         data = Path(instance.spool_path).read_bytes()
-        stored = StoredFile(data, dataset_offset(data), UID(instance.transfer_syntax_uid))
+        stored = StoredFile(data, dataset_offset(data), received, received)
     else:
         raise RetrieveError(f"{instance.sop_instance_uid} has neither spool file nor blob")
     digest = hashlib.sha256(memoryview(stored.data)[stored.dataset_offset :]).hexdigest()
@@ -59,21 +67,26 @@ def load_stored_file(instance: Instance) -> StoredFile:
 
 
 def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
-    """A data set in the first accepted syntax the node can write, for pynetdicom to send."""
+    """A data set in the first accepted syntax the node can write, for pynetdicom to send;
+    pixels decode to the same values as the stored ones, nested Pixel Data included."""
     ds = dcmread(io.BytesIO(stored.data))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress(generate_instance_uid=False)
+    decode_nested_pixel_data(ds, stored.received_syntax)
+    refusals = []
     for syntax in accepted:
         if syntax in UNCOMPRESSED:
-            if ds.file_meta.TransferSyntaxUID.is_compressed:
-                ds.decompress(generate_instance_uid=False)
             return _reencoded(ds, syntax)
-    for syntax in accepted:
-        if syntax in LOSSLESS_ENCODABLE:
-            if ds.file_meta.TransferSyntaxUID.is_compressed:
-                ds.decompress(generate_instance_uid=False)
-            ds.compress(syntax, generate_instance_uid=False)
+        if syntax in ENCODABLE:
+            try:
+                encode_pixel_data(ds, syntax)
+            except NotEncodable as exc:
+                refusals.append(str(exc))
+                continue
             return ds
     names = ", ".join(UID(s).name for s in accepted) or "none"
-    raise RetrieveError(f"cannot convert {stored.transfer_syntax.name} to an accepted syntax ({names})")
+    reasons = f": {'; '.join(refusals)}" if refusals else ""
+    raise RetrieveError(f"cannot convert {stored.transfer_syntax.name} to any of {names}{reasons}")
 
 
 def _reencoded(ds: Dataset, syntax: UID) -> Dataset:

@@ -5,23 +5,31 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import imagecodecs
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     JPEG2000,
+    UID,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
+    JPEGLSLossless,
     RLELossless,
+    generate_uid,
 )
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from scp_node.index.models import Instance
 from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
+from workers.encapsulation import JPEGXLLossless
 
 
 @pytest.mark.dcmtk
@@ -66,7 +74,11 @@ VIEWER_PROPOSAL = [
 VIEWED = ["CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEG-LL.dcm", "MR_small_jp2klossless.dcm"]
 
 
-def _viewer_style_get(port: int, study_uid: str, sop_classes: set[str]) -> tuple[list[int], list[Dataset]]:
+def _get_study(
+    port: int, study_uid: str, contexts: dict[str, list[list[str]]]
+) -> tuple[list[int], list[Dataset]]:
+    """C-GET a study as a requester that proposes, per storage class, one context per list of
+    syntaxes given (and the Storage SCP role); returns the statuses and what it received."""
     received: list[Dataset] = []
 
     def on_store(event) -> int:
@@ -77,9 +89,10 @@ def _viewer_style_get(port: int, study_uid: str, sop_classes: set[str]) -> tuple
 
     ae = AE(ae_title="VIEWER")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    for sop_class in sorted(sop_classes):
-        ae.add_requested_context(sop_class, VIEWER_PROPOSAL)
-    roles = [build_role(sop_class, scp_role=True) for sop_class in sorted(sop_classes)]
+    for sop_class, proposals in sorted(contexts.items()):
+        for syntaxes in proposals:
+            ae.add_requested_context(sop_class, syntaxes)
+    roles = [build_role(sop_class, scp_role=True) for sop_class in sorted(contexts)]
     assoc = ae.associate(
         "127.0.0.1", port, ae_title="SCP_NODE", ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
@@ -96,25 +109,93 @@ def _viewer_style_get(port: int, study_uid: str, sop_classes: set[str]) -> tuple
     return statuses, received
 
 
-def test_viewer_style_get_receives_every_instance_with_its_pixels(node: RunningNode) -> None:
-    """Per storage class one context, compressed syntaxes first: the node must accept for each
-    context a syntax it can produce for every instance, and send them all."""
-    files = [pydicom_test_file(name) for name in VIEWED]
-    assoc = AE(ae_title="MODALITY")
-    sources = [dcmread(path) for path in files]
+def _store_as_they_are(node: RunningNode, sources: list[Dataset]) -> None:
+    """Send each data set in its own syntax, as an instance of its own study (pydicom ships
+    one MR instance in several syntaxes under one UID)."""
     for ds in sources:
-        assoc.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    sender = assoc.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ae = AE(ae_title="MODALITY")
+    for ds in sources:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    sender = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
     for ds in sources:
         assert sender.send_c_store(ds).Status == 0x0000
     sender.release()
     node.wait_for_jobs()
 
+
+def _words(ds: Dataset) -> np.ndarray:
+    """The decoded pixel words, unsigned (JPEG XL through imagecodecs: pydicom lacks it)."""
+    if ds.file_meta.TransferSyntaxUID == JPEGXLLossless:
+        frames = [imagecodecs.jpegxl_decode(f) for f in generate_frames(ds.PixelData, number_of_frames=1)]
+        array = np.stack(frames)
+    else:
+        array = ds.pixel_array
+    return array.reshape(-1).view(array.dtype.str.replace("i", "u"))
+
+
+def test_viewer_style_get_receives_every_instance_with_its_pixels(node: RunningNode) -> None:
+    """Per storage class one context, compressed syntaxes first: the node must accept for each
+    context a syntax it can produce for every instance, and send them all."""
+    sources = [dcmread(pydicom_test_file(name)) for name in VIEWED]
+    _store_as_they_are(node, sources)
     for source in sources:
-        statuses, received = _viewer_style_get(node.port, source.StudyInstanceUID, {source.SOPClassUID})
+        statuses, received = _get_study(
+            node.port, source.StudyInstanceUID, {source.SOPClassUID: [VIEWER_PROPOSAL]}
+        )
         assert statuses[-1] == 0x0000, [hex(code) for code in statuses]
         (copy,) = [ds for ds in received if ds.SOPInstanceUID == source.SOPInstanceUID]
         assert (copy.pixel_array == source.pixel_array).all()
+
+
+# 16-bit signed CT, 16-bit MR, 8-bit RGB, multi-frame MR.
+PRODUCED_FROM = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "emri_small.dcm"]
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1, HTJ2KLossless, JPEGXLLossless],
+    ids=lambda uid: UID(uid).keyword or "JPEGXLLossless",
+)
+def test_every_lossless_syntax_is_produced_with_identical_pixels(node: RunningNode, syntax: str) -> None:
+    sources = [dcmread(pydicom_test_file(name)) for name in PRODUCED_FROM]
+    _store_as_they_are(node, sources)
+    for source in sources:
+        statuses, received = _get_study(node.port, source.StudyInstanceUID, {source.SOPClassUID: [[syntax]]})
+        assert statuses[-1] == 0x0000, (source.filename, [hex(code) for code in statuses])
+        (copy,) = [ds for ds in received if ds.SOPInstanceUID == source.SOPInstanceUID]
+        assert copy.file_meta.TransferSyntaxUID == syntax
+        assert (_words(copy) == _words(source)).all(), source.filename
+
+
+# Compressed input the compress job decodes and stores with JPEG XL.
+COMPRESSED_INPUT = [
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "JPEG-LL.dcm",
+    "MR_small_RLE.dcm",
+]
+
+
+def test_compressed_input_goes_back_in_its_own_syntax_where_accepted(node: RunningNode) -> None:
+    """Same elements, same decoded pixels, the syntax it came in: not decoded to Explicit VR."""
+    sources = [dcmread(pydicom_test_file(name)) for name in COMPRESSED_INPUT]
+    _store_as_they_are(node, sources)
+    with node.context.sessions() as session:
+        assert {row.codec for row in session.query(Instance)} == {"jpegxl"}
+    for source in sources:
+        own, explicit = [str(source.file_meta.TransferSyntaxUID)], [ExplicitVRLittleEndian]
+        statuses, received = _get_study(
+            node.port, source.StudyInstanceUID, {source.SOPClassUID: [explicit, own]}
+        )
+        assert statuses[-1] == 0x0000
+        (copy,) = [ds for ds in received if ds.SOPInstanceUID == source.SOPInstanceUID]
+        assert copy.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID, source.filename
+        assert (copy.pixel_array == source.pixel_array).all()
+        for element in source:
+            if element.tag != 0x7FE00010:
+                assert copy[element.tag].value == element.value, (source.filename, element.tag)
 
 
 @pytest.mark.dcmtk
@@ -134,3 +215,41 @@ def test_getscu_preferring_a_compressed_syntax_receives_every_instance(
         copies = [dcmread(p) for p in out.iterdir()]
         (copy,) = [ds for ds in copies if ds.SOPInstanceUID == source.SOPInstanceUID]
         assert (copy.pixel_array == source.pixel_array).all(), (path.name, preference)
+
+
+def _with_encapsulated_icon(ds: Dataset) -> np.ndarray:
+    """Give a JPEG Lossless data set an Icon Image Sequence whose thumbnail is JPEG Lossless
+    too (as mammography systems write them); returns the thumbnail's pixels."""
+    thumbnail = (np.arange(16 * 24, dtype=np.uint16).reshape(16, 24) * 7 % 256).astype(np.uint8)
+    icon = Dataset()
+    icon.Rows, icon.Columns = thumbnail.shape
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 8, 7, 0
+    icon.PixelData = encapsulate([imagecodecs.jpeg8_encode(thumbnail, lossless=True, predictor=1)])
+    icon["PixelData"].VR = "OB"
+    icon["PixelData"].is_undefined_length = True
+    ds.IconImageSequence = [icon]
+    return thumbnail
+
+
+@pytest.mark.dcmtk
+def test_nested_pixel_data_follows_the_syntax_it_is_sent_in(
+    node: RunningNode, tmp_path: Path, dcmtk: None
+) -> None:
+    """Decoded for an Explicit VR requester, the thumbnail of an Icon Image Sequence is decoded
+    too: a native data set with encapsulated nested Pixel Data is one no peer can read."""
+    source = dcmread(pydicom_test_file("JPEG-LL.dcm"))
+    thumbnail = _with_encapsulated_icon(source)
+    _store_as_they_are(node, [source])
+    out = tmp_path / "out"
+    got = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": source.StudyInstanceUID})
+    assert got.returncode == 0, got.stdout + got.stderr
+    (path,) = out.iterdir()
+    assert subprocess.run(["dcmdump", "-q", str(path)], capture_output=True).returncode == 0
+    copy = dcmread(path)
+    assert copy.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    icon = copy.IconImageSequence[0]
+    assert not icon["PixelData"].is_undefined_length
+    icon.file_meta = copy.file_meta
+    assert (icon.pixel_array == thumbnail).all()
+    assert (copy.pixel_array == source.pixel_array).all()

@@ -120,8 +120,10 @@ class Outbound:
                 log.error("retrieve: cannot produce %s: %s", sop_uid, exc)
                 return CannotSend(sop_uid)
             sop_class = instance.sop_class_uid
-        accepted = self._accepted_syntaxes(sop_class)
-        if stored.transfer_syntax in accepted:
+        # The syntax the instance came in first: a C-MOVE proposes it, and compressed input
+        # then goes back compressed as it came, not decoded.
+        accepted = sorted(self._accepted_syntaxes(sop_class), key=lambda ts: ts != stored.received_syntax)
+        if stored.as_received and stored.transfer_syntax in accepted:
             return FileToSend(self._to_temp_file(stored), sop_class, sop_uid)
         try:
             return converted_dataset(stored, accepted)
