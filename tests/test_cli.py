@@ -412,7 +412,7 @@ def test_stats_in_human_units_and_json_keys_unchanged(fresh_index: Path, tmp_pat
 
 
 def test_human_bytes() -> None:
-    from scp_node.cli import human_bytes
+    from scp_node.cli.stats import human_bytes
 
     assert [human_bytes(n) for n in (0, 999, 1000, 12_345, 4_560_000, 123_456_789, 1.2e9)] == [
         "0 B",

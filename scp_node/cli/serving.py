@@ -1,0 +1,98 @@
+"""The long-running commands and the schema: `serve`, `worker` and `db upgrade`, the only ones
+that migrate the index. `serve` turns SIGTERM and Ctrl-C into a clean shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from scp_node.config import NetworkConfig, NodeConfig
+
+log = logging.getLogger("scp_node.cli")  # the name the log lines have always shown
+
+
+def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
+    from scp_node.context import NodeContext
+    from scp_node.server import StartRefused, start
+    from workers.queue import open_queue
+
+    context = NodeContext.open(config)
+    queue = open_queue(config.queue)
+    try:
+        server = start(context, queue, block=False)
+        _serve_until_stopped(server, config.network)
+    except StartRefused as exc:
+        print(f"scp-node: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        queue.close()
+        context.close()
+    log.info("shut down cleanly")
+    return 0
+
+
+def _serve_until_stopped(server: Any, network: NetworkConfig) -> None:
+    """Serve until SIGTERM or Ctrl-C; then let the associations in flight finish (at most the
+    longest network timeout; a second signal cuts the wait short) and close."""
+    stop, hurry = threading.Event(), threading.Event()
+    received = ["a signal"]
+
+    def on_signal(number: int, _frame: Any) -> None:
+        if not stop.is_set():
+            received[0] = signal.Signals(number).name
+        (hurry if stop.is_set() else stop).set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(1.0):
+            pass
+        log.info("%s: shutting down", received[0])
+        server.stop_accepting()
+        server.drain(max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s), hurry)
+    finally:
+        server.shutdown()  # closes the socket, releases the data-dir lock
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopping compress workers (unfinished jobs resume at the next start)")
+
+
+def worker(config: NodeConfig, args: argparse.Namespace) -> int:
+    if not config.queue.redis_url:
+        print(
+            "scp-node: queue.redis_url is empty: the node runs jobs itself (in-process queue)",
+            file=sys.stderr,
+        )
+        return 2
+    from rq import SimpleWorker
+
+    from scp_node.context import NodeContext
+    from workers import jobs
+    from workers.policy import validate_policy
+    from workers.queue import RedisQueue
+
+    context = NodeContext.open(config)
+    validate_policy(config.compression)
+    jobs.bind(context)
+    queue = RedisQueue(config.queue)
+    # SimpleWorker runs jobs in this process: codecs (and a GPU) are loaded once and kept.
+    rq_worker = SimpleWorker([queue.rq_queue], connection=queue.rq_queue.connection)
+    rq_worker.work(burst=args.burst, with_scheduler=False)
+    return 0
+
+
+def db_upgrade(config: NodeConfig, _args: argparse.Namespace) -> int:
+    from scp_node.index.database import display_url, schema_revisions, upgrade
+
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    before, head = schema_revisions(config.database_url)
+    upgrade(config.database_url)
+    where = f"the index at {display_url(config.database_url)}"
+    if before == head:
+        print(f"{where} is already at revision {head}")
+    else:
+        print(f"{where} is now at revision {head} (was {before or 'empty'})")
+    return 0
