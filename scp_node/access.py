@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -44,6 +45,7 @@ OPERATION_OF_CONTEXT = {
     StudyRootQueryRetrieveInformationModelGet: "get",
     PatientRootQueryRetrieveInformationModelMove: "move",
     StudyRootQueryRetrieveInformationModelMove: "move",
+    StorageCommitmentPushModel: "store",  # a sender may ask whether the node holds what it sent
 }
 # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling AE title not recognised.
 REJECT_UNKNOWN_CALLING_AE = (0x01, 0x01, 0x03)

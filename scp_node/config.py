@@ -62,8 +62,8 @@ class NetworkConfig(StrictModel):
 class PeerConfig(StrictModel):
     """A remote AE seeded into the peer table at start-up (`scp-node ae` edits the table).
 
-    host and port are where C-MOVE sends; check_host also requires associations from this AE
-    title to come from that host.
+    host and port are where C-MOVE sends (and storage commitment reports on a new association);
+    check_host also requires associations from this AE title to come from that host.
     """
 
     ae_title: str
@@ -71,6 +71,10 @@ class PeerConfig(StrictModel):
     port: int = 104
     check_host: bool = False
     permissions: list[Permission] = Field(default_factory=lambda: ["echo", "store", "get"])
+    # Associations the node opens to this peer use DICOM TLS (network.tls's certificate, if
+    # set, as the client certificate; ca_file checks the peer's).
+    tls: bool = False
+    commitment_report: Literal["same_association", "new_association"] = "same_association"
 
 
 class AccessConfig(StrictModel):

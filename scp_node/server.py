@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socketserver
-import ssl
 import tempfile
 import threading
 import time
@@ -17,12 +16,12 @@ from pydicom.uid import (
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification, register_uid, uid_to_service_class
 from pynetdicom.transport import ThreadedAssociationServer
 
 from scp_node.access import OPERATION_OF_CONTEXT, AccessControl, gated_request_handler
-from scp_node.config import TlsConfig
 from scp_node.context import NodeContext
+from scp_node.handlers.commitment import CommitmentReporter
 from scp_node.handlers.find import handle_find
 from scp_node.handlers.get import handle_get
 from scp_node.handlers.move import handle_move
@@ -31,6 +30,7 @@ from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
+from scp_node.tls import server_context
 from workers import jobs
 from workers.codecs import unavailable_codecs
 from workers.policy import validate_policy
@@ -55,7 +55,7 @@ STORAGE_SOP_CLASSES = [
     ),
 ]
 # Patient Root and Study Root C-FIND, C-GET and C-MOVE.
-QUERY_RETRIEVE_MODELS = [uid for uid, operation in OPERATION_OF_CONTEXT.items() if operation != "echo"]
+QUERY_RETRIEVE_MODELS = [uid for uid, op in OPERATION_OF_CONTEXT.items() if op in ("find", "get", "move")]
 
 
 def register_storage_classes() -> None:
@@ -85,6 +85,7 @@ def build_ae(context: NodeContext) -> AE:
     ae.dimse_timeout = network.dimse_timeout_s
     ae.network_timeout = network.network_timeout_s
     ae.add_supported_context(Verification, MESSAGE_SYNTAXES)
+    ae.add_supported_context(StorageCommitmentPushModel, MESSAGE_SYNTAXES)
     for model in QUERY_RETRIEVE_MODELS:
         ae.add_supported_context(model, MESSAGE_SYNTAXES)
     # scu_role/scp_role: accept C-GET requesters that propose to act as Storage SCP.
@@ -112,20 +113,10 @@ def seed_peers(context: NodeContext) -> None:
         for entry in context.config.access.peers:
             peer = find_peer(session, entry.ae_title) or Peer(ae_title=entry.ae_title)
             peer.host, peer.port, peer.check_host = entry.host, entry.port, entry.check_host
+            peer.tls, peer.commitment_report = entry.tls, entry.commitment_report
             peer.permissions = ",".join(entry.permissions)
             session.add(peer)
         session.commit()
-
-
-def tls_context(tls: TlsConfig) -> ssl.SSLContext:
-    """Server side of DICOM TLS: TLS 1.2 or newer, client certificates checked against ca_file."""
-    ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-    ssl_context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.ca_file is not None:
-        ssl_context.load_verify_locations(tls.ca_file)
-        ssl_context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    return ssl_context
 
 
 class NodeServer(ThreadedAssociationServer):
@@ -257,11 +248,14 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
     for name, reason in unavailable_codecs().items():
         log.info("codec %s unavailable: %s", name, reason)
     access = AccessControl(context)
+    commitment = CommitmentReporter(context)
     handlers = [
         (evt.EVT_C_STORE, handle_store, [context, queue, access]),
         (evt.EVT_C_FIND, handle_find, [context]),
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_C_MOVE, handle_move, [context]),
+        (evt.EVT_N_ACTION, commitment.handle_n_action),
+        (evt.EVT_DIMSE_SENT, commitment.on_dimse_sent),
         (evt.EVT_ACCEPTED, log_rejected_contexts, [access]),
     ]
     network = context.config.network
@@ -269,7 +263,7 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
     try:
         server = ae.make_server(
             (network.host, network.port),
-            ssl_context=tls_context(network.tls) if network.tls.enabled else None,
+            ssl_context=server_context(network.tls) if network.tls.enabled else None,
             evt_handlers=handlers,
             server_class=NodeServer,
             request_handler=gated_request_handler(access),

@@ -20,6 +20,7 @@ from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.handlers.outbound import Match, Outbound, matching_instances, sub_operations
 from scp_node.index.repository import find_peer
+from scp_node.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
     with context.sessions() as session:
         peer = find_peer(session, destination_ae)
         destination = (peer.host, peer.port) if peer is not None and peer.host and peer.port else None
+        tls = peer is not None and peer.tls
     if destination is None:
         reason = (
             "unknown destination"
@@ -52,10 +54,13 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
     def on_established(established: Event) -> None:
         opened.append(Outbound(context, established.assoc).install())
 
-    yield (
-        *destination,
-        {"contexts": _store_contexts(matches or []), "evt_handlers": [(evt.EVT_ESTABLISHED, on_established)]},
-    )
+    association: dict[str, Any] = {
+        "contexts": _store_contexts(matches or []),
+        "evt_handlers": [(evt.EVT_ESTABLISHED, on_established)],
+    }
+    if tls:
+        association["tls_args"] = (client_context(context.config.network.tls), None)
+    yield (*destination, association)
     if matches is None:
         yield 1  # a status can only follow the sub-operation count
         yield status.IDENTIFIER_DOES_NOT_MATCH, None

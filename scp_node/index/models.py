@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -127,6 +127,13 @@ class Peer(Base):
     permissions: Mapped[str] = mapped_column(String(128), default="echo,store,get")
     # When set, associations from this AE title must come from an address `host` resolves to.
     check_host: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Associations the node opens to this peer (C-MOVE, commitment reports) use DICOM TLS.
+    tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Where storage commitment results go: "same_association" (falling back to a new one when
+    # the peer has released it) or "new_association" (what every SCU must accept, PS3.4 J.3.3).
+    commitment_report: Mapped[str] = mapped_column(
+        String(16), default="same_association", server_default="same_association"
+    )
 
     @property
     def permission_set(self) -> set[str]:
