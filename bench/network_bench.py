@@ -92,6 +92,7 @@ from typing import TypeVar
 
 import numpy as np
 import yaml
+from loopback import ShimUnavailable, build_bind_shim
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pydicom import dcmread
@@ -115,36 +116,6 @@ MAX_CONTEXTS = 128
 DEFAULT_ORTHANC_CONFIG = Path("/etc/orthanc")
 T = TypeVar("T")
 
-BIND_LOOPBACK_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <netinet/in.h>
-#include <string.h>
-#include <sys/socket.h>
-
-/* bind() on the wildcard address binds to loopback instead: the benchmark's servers stay local. */
-int bind(int fd, const struct sockaddr *addr, socklen_t len) {
-    static int (*real_bind)(int, const struct sockaddr *, socklen_t);
-    if (!real_bind) real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
-    if (addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
-        struct sockaddr_in copy;
-        memcpy(&copy, addr, sizeof copy);
-        if (copy.sin_addr.s_addr == htonl(INADDR_ANY)) {
-            copy.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            return real_bind(fd, (const struct sockaddr *)&copy, sizeof copy);
-        }
-    }
-    if (addr && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
-        struct sockaddr_in6 copy;
-        memcpy(&copy, addr, sizeof copy);
-        if (IN6_IS_ADDR_UNSPECIFIED(&copy.sin6_addr)) {
-            copy.sin6_addr = in6addr_loopback;
-            return real_bind(fd, (const struct sockaddr *)&copy, sizeof copy);
-        }
-    }
-    return real_bind(fd, addr, len);
-}
-"""
 
 
 class BenchError(RuntimeError):
@@ -573,23 +544,6 @@ def write_orthanc_config(source: Path, target: Path, overrides: dict[str, object
     target.mkdir()
     for name, document in documents.items():
         (target / name).write_text(json.dumps(document, indent=2) + "\n")
-
-
-def build_bind_shim(workdir: Path) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise BenchError("no C compiler to build the loopback bind() shim that confines Orthanc")
-    source, library = workdir / "bind_loopback.c", workdir / "bind_loopback.so"
-    source.write_text(BIND_LOOPBACK_C)
-    result = subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BenchError(f"cannot build the loopback bind() shim:\n{result.stderr}")
-    return library
 
 
 def start_orthanc(workdir: Path, binary: str, config_source: Path, shim: Path) -> Target:
@@ -1373,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             shim = build_bind_shim(root)
             capture_wire(corpus, root, shim, args)
-        except BenchError as exc:
+        except (BenchError, ShimUnavailable) as exc:
             print(f"network_bench: Orthanc and the wire capture skipped: {exc}", file=sys.stderr)
             args.orthanc = None
         targets = [NODE] + ([ORTHANC] if args.orthanc else [])
