@@ -2,8 +2,17 @@
 # Installs everything the tests need on a fresh Debian machine, then runs them.
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v storescu >/dev/null || ! command -v getscu >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null
+# dcmtk's clients and Orthanc are the real peers the tests talk to.
+missing=()
+command -v storescu >/dev/null && command -v getscu >/dev/null || missing+=(dcmtk)
+command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+if ((${#missing[@]})); then
+  apt-get update -qq
+  # The orthanc package would start its service on every interface: tests start their own.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"; made_policy=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "${made_policy:-}" ]; then rm -f "$policy"; fi
 fi
 # Tests use the PostgreSQL and Redis servers on 127.0.0.1; start them if they are down.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && command -v pg_ctlcluster >/dev/null; then
@@ -16,4 +25,5 @@ python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (the machines have two cores): many tests wait on peers, sockets and subprocesses.
+exec .venv/bin/python -m pytest -q -n "${TEST_WORKERS:-2}" --dist worksteal "$@"
