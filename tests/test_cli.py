@@ -318,10 +318,27 @@ def test_ae_add_list_remove_say_what_they_did(fresh_index: Path, tmp_path: Path)
         rows = connection.execute("SELECT ae_title, host, port FROM peer ORDER BY ae_title").fetchall()
     assert rows == [("CT1", "ct1.local", 11112), ("US1", "", 0)]  # port 0: none
 
+    pacs = run_cli(
+        fresh_index, "ae", "add", "PACS", "--host", "10.0.0.9", "--port", "104",
+        "--permissions", "store,move", "--tls", "--commitment-report", "new_association",
+    )  # fmt: skip
+    assert pacs.stdout.strip() == (
+        "added peer PACS: host 10.0.0.9 port 104 over TLS, permissions store,move, "
+        "commitment reports on a new association"
+    )
+    for needs_address in (["--tls"], ["--commitment-report", "new_association"]):
+        refused = run_cli(fresh_index, "ae", "add", "US2", "--permissions", "store", *needs_address)
+        assert refused.returncode == 2 and "needs --host and --port" in refused.stderr
+    bad_choice = run_cli(fresh_index, "ae", "add", "US2", "--permissions", "store", "--commitment-report=?")
+    assert bad_choice.returncode == 2 and "same_association" in bad_choice.stderr
+
     listed = run_cli(fresh_index, "ae", "list").stdout.splitlines()
-    assert listed[0].split() == ["AE", "title", "host", "port", "host", "check", "permissions"]
-    assert listed[1].split() == ["CT1", "ct1.local", "11112", "yes", "store"]
-    assert listed[2].split() == ["US1", "-", "-", "no", "echo,store"]
+    header = ["AE", "title", "host", "port", "host", "check", "TLS", "reports", "permissions"]
+    assert listed[0].split() == header
+    assert listed[1].split() == ["CT1", "ct1.local", "11112", "yes", "no", "same", "store"]
+    assert listed[2].split() == ["PACS", "10.0.0.9", "104", "no", "yes", "new", "store,move"]
+    assert listed[3].split() == ["US1", "-", "-", "no", "no", "same", "echo,store"]
+    assert run_cli(fresh_index, "ae", "remove", "PACS").returncode == 0
 
     removed = run_cli(fresh_index, "ae", "remove", "CT1")
     assert removed.returncode == 0 and removed.stdout.strip() == "removed peer CT1"

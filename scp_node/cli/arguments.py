@@ -120,6 +120,16 @@ def _add_peer_commands(commands: Commands, common: argparse.ArgumentParser) -> N
     add.add_argument(
         "--check-host", action="store_true", help="refuse this AE title unless it connects from --host"
     )
+    add.add_argument(
+        "--tls", action="store_true", help="associations the node opens to this peer use DICOM TLS"
+    )
+    add.add_argument(
+        "--commitment-report",
+        choices=["same_association", "new_association"],
+        default="same_association",
+        help="where storage commitment results go (same_association falls back to a new one "
+        "when the peer has released; that needs --host/--port)",
+    )
     add.set_defaults(run=peers.ae_add)
     remove = _command(ae, "remove", "remove a peer", parents=[common])
     remove.add_argument("ae_title", type=_ae_title)

@@ -25,13 +25,16 @@ def ae_list(config: NodeConfig, _args: argparse.Namespace) -> int:
     if not peers:
         print("no peers (add one with `scp-node ae add`)")
         return 0
-    print(f"{'AE title':<16} {'host':<30} {'port':<6} {'host check':<10} permissions")
+    row = "{:<16} {:<30} {:<6} {:<10} {:<4} {:<8} {}"
+    print(row.format("AE title", "host", "port", "host check", "TLS", "reports", "permissions"))
     for peer in peers:
         has_address = bool(peer.host and peer.port)
         host = peer.host or "-"
         port = str(peer.port) if has_address else "-"
         check = "yes" if peer.check_host else "no"
-        print(f"{peer.ae_title:<16} {host:<30} {port:<6} {check:<10} {peer.permissions}")
+        tls = "yes" if peer.tls else "no"
+        reports = "same" if peer.commitment_report == "same_association" else "new"
+        print(row.format(peer.ae_title, host, port, check, tls, reports, peer.permissions))
     return 0
 
 
@@ -47,6 +50,10 @@ def ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
         )
     if args.check_host and not args.host:
         raise UsageError("ae add: --check-host needs --host (and --port)")
+    if args.tls and not args.host:
+        raise UsageError("ae add: --tls needs --host and --port (it applies to associations the node opens)")
+    if args.commitment_report == "new_association" and not args.host:
+        raise UsageError("ae add: --commitment-report new_association needs --host and --port")
     host, port = (args.host or "").strip(), args.peer_port or 0  # port 0: none
     if args.host is not None and not host:
         raise UsageError("ae add: --host is empty")
@@ -55,11 +62,20 @@ def ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
         verb = "updated" if peer is not None else "added"
         peer = peer or Peer(ae_title=args.ae_title)
         peer.host, peer.port, peer.permissions = host, port, args.permissions
-        peer.check_host = args.check_host
+        peer.check_host, peer.tls = args.check_host, args.tls
+        peer.commitment_report = args.commitment_report
         session.add(peer)
         session.commit()
-    checked = ", connections checked against the host" if args.check_host else ""
-    print(f"{verb} peer {args.ae_title}: {_destination(host, port)}, permissions {args.permissions}{checked}")
+    new_association = args.commitment_report == "new_association"
+    details = [
+        *([", connections checked against the host"] if args.check_host else []),
+        *([", commitment reports on a new association"] if new_association else []),
+    ]
+    tls = " over TLS" if args.tls else ""
+    print(
+        f"{verb} peer {args.ae_title}: {_destination(host, port)}{tls}, permissions {args.permissions}"
+        + "".join(details)
+    )
     return 0
 
 
