@@ -143,9 +143,18 @@ class StorageConfig(StrictModel):
     duplicate_policy: DuplicatePolicy = "overwrite"
 
 
+class QueryConfig(StrictModel):
+    """C-FIND. Relational queries (PS3.4 C.4.1.2.2: no unique keys for the levels above, as some
+    viewers send) are answered for requesters that negotiate them; lenient answers them for
+    any requester, as dcm4chee can, instead of refusing with 0xA900."""
+
+    relational_without_negotiation: bool = False
+
+
 class NodeConfig(StrictModel):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)

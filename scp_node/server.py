@@ -22,7 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from scp_node.access import OPERATION_OF_CONTEXT, AccessControl, gated_request_handler
 from scp_node.context import NodeContext
 from scp_node.handlers.commitment import CommitmentReporter
-from scp_node.handlers.find import handle_find
+from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.get import handle_get
 from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
@@ -249,9 +249,11 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
         log.info("codec %s unavailable: %s", name, reason)
     access = AccessControl(context)
     commitment = CommitmentReporter(context)
+    relational = RelationalQueries(lenient=context.config.query.relational_without_negotiation)
     handlers = [
         (evt.EVT_C_STORE, handle_store, [context, queue, access]),
-        (evt.EVT_C_FIND, handle_find, [context]),
+        (evt.EVT_C_FIND, handle_find, [context, relational]),
+        (evt.EVT_SOP_EXTENDED, relational.on_sop_extended),
         (evt.EVT_C_GET, handle_get, [context]),
         (evt.EVT_C_MOVE, handle_move, [context]),
         (evt.EVT_N_ACTION, commitment.handle_n_action),

@@ -18,6 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (
     CTImageStorage,
     MRImageStorage,
@@ -28,7 +29,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from scp_node.handlers.find import handle_find
+from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.index.models import Instance, Peer
 from tests.conftest import (
     RunningNode,
@@ -140,14 +141,22 @@ def _corrupt(archive: Archive, sop_uid: str) -> None:
     stored.write_bytes(stored.read_bytes()[:-100] + b"\0" * 100)
 
 
-def _find(archive: Archive, model: str, level: str, **keys: object) -> tuple[int, list[Dataset]]:
+def _find(
+    archive: Archive, model: str, level: str, *, relational: bool = False, **keys: object
+) -> tuple[int, list[Dataset]]:
+    """C-FIND with pynetdicom; `relational` negotiates relational queries (PS3.4 C.5.1.1)."""
     identifier = Dataset()
     identifier.QueryRetrieveLevel = level
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
     ae = AE(ae_title="VIEWER")
     ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", archive.node.port, ae_title="SCP_NODE")
+    ext_neg = []
+    if relational:
+        item = SOPClassExtendedNegotiation()
+        item.sop_class_uid, item.service_class_application_information = model, b"\x01"
+        ext_neg.append(item)
+    assoc = ae.associate("127.0.0.1", archive.node.port, ae_title="SCP_NODE", ext_neg=ext_neg)
     assert assoc.is_established
     responses, final = [], None
     for status, found in assoc.send_c_find(identifier, model):
@@ -317,8 +326,51 @@ def test_invalid_identifiers_fail_with_a900(archive: Archive, model: str, keys: 
     assert (status, found) == (0xA900, [])
 
 
+def test_relational_queries_are_answered_when_negotiated(archive: Archive) -> None:
+    """SERIES level without the StudyInstanceUID, IMAGE level with only the SOPInstanceUID:
+    viewers send these after negotiating relational queries."""
+    status, found = _find(archive, STUDY_FIND, "SERIES", relational=True, Modality="MR", StudyInstanceUID="")
+    assert status == 0x0000
+    series = {(s.StudyInstanceUID, s.SeriesInstanceUID) for s in found}
+    assert {(archive.uid["S2"], archive.uid["S2/1"]), (archive.uid["S3"], archive.uid["S3/2"])} <= series
+    assert {s.Modality for s in found} == {"MR"}
+
+    wanted = archive.uid["s3-mr"]
+    status, found = _find(
+        archive, STUDY_FIND, "IMAGE", relational=True, SOPInstanceUID=wanted, SeriesInstanceUID=""
+    )
+    assert status == 0x0000
+    assert [(i.SOPInstanceUID, i.SeriesInstanceUID) for i in found] == [(wanted, archive.uid["S3/2"])]
+
+    status, found = _find(archive, PATIENT_FIND, "STUDY", relational=True, AccessionNumber="ACC3")
+    assert (status, [s.StudyInstanceUID for s in found]) == (0x0000, [archive.uid["S3"]])
+    # Not negotiated: the hierarchical model holds (0xA900, as test_invalid_identifiers_fail_with_a900).
+    assert _find(archive, STUDY_FIND, "IMAGE", SOPInstanceUID=wanted)[0] == 0xA900
+
+
+def test_relational_queries_without_negotiation_when_configured(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"query.relational_without_negotiation": True}
+    )
+    node = start_node(config)
+    try:
+        lenient = Archive(node, tmp_path)
+        uid = lenient.add("MR_small.dcm", "mr", ROE, S2, _series("1", "MR"))
+        lenient.store_all()
+        status, found = _find(lenient, STUDY_FIND, "IMAGE", SOPInstanceUID=uid)
+        assert (status, [i.SOPInstanceUID for i in found]) == (0x0000, [uid])
+    finally:
+        node.stop()
+
+
 def _cx_id(assoc, abstract_syntax: str) -> int:
     return next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == abstract_syntax)
+
+
+class _StandInAssociation:
+    """What the find handler reads of an association (a class, so it can be weakly referenced)."""
+
+    requestor = SimpleNamespace(ae_title="VIEWER", address="127.0.0.1")
 
 
 class _CancellingFindEvent:
@@ -329,7 +381,7 @@ class _CancellingFindEvent:
     def __init__(self, identifier: Dataset, cancel_after: int) -> None:
         self.identifier = identifier
         self.request = SimpleNamespace(AffectedSOPClassUID=STUDY_FIND)
-        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="VIEWER", address="127.0.0.1"))
+        self.assoc = _StandInAssociation()
         self.taken = 0
         self.cancel_after = cancel_after
 
@@ -346,7 +398,7 @@ def test_find_cancel_stops_responses(archive: Archive) -> None:
     identifier.SOPInstanceUID = ""
     event = _CancellingFindEvent(identifier, cancel_after=3)
     statuses = []
-    for status, _found in handle_find(event, archive.node.context):
+    for status, _found in handle_find(event, archive.node.context, RelationalQueries(lenient=False)):
         statuses.append(status)
         event.taken += 1
     assert statuses == [0xFF00, 0xFF00, 0xFF00, 0xFE00]

@@ -114,14 +114,17 @@ class Query:
     identifier: Dataset
 
     @classmethod
-    def parse(cls, model: Model, identifier: Dataset) -> Query:
-        """Check the identifier against the hierarchical model (PS3.4 C.4.1.2.1)."""
+    def parse(cls, model: Model, identifier: Dataset, *, relational: bool = False) -> Query:
+        """Check the identifier against the hierarchical model (PS3.4 C.4.1.2.1), or, for a
+        relational query (C.4.1.2.2), let the levels above be matched on any key or none."""
         level = str(identifier.get("QueryRetrieveLevel", "")).upper()
         if level not in LEVELS:
             raise InvalidQuery(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE")
         if model == "study" and level == "PATIENT":
             raise InvalidQuery("the Study Root model has no PATIENT level")
         query = cls(model, level, identifier)
+        if relational:
+            return query
         for upper in query.levels_above:
             value = identifier.get(UNIQUE_KEY[upper])
             if not value or isinstance(value, MultiValue) or "*" in str(value) or "?" in str(value):
