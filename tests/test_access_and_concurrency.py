@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (
 
 from scp_node.index.models import Instance
 from scp_node.retrieve import load_stored_file
-from tests.conftest import RunningNode, make_config, pydicom_test_file, start_node
+from tests.conftest import RunningNode, free_port, make_config, pydicom_test_file, start_node
 from workers.dicom_layout import dataset_offset
 
 PEERS = [
@@ -195,6 +195,62 @@ def test_tls_serves_dicom_over_tls_only(tmp_path: Path) -> None:
         assert echoscu.returncode == 0, echoscu.stdout + echoscu.stderr
     finally:
         node.stop()
+
+
+def test_move_to_a_tls_peer_goes_over_tls(tmp_path: Path) -> None:
+    """A C-MOVE destination that serves TLS only: reached with its peer entry's `tls`, mutual
+    (the node presents its certificate; the destination's must chain to ca_file), and not
+    reached without it."""
+    node_key, node_cert = _self_signed(tmp_path, "node")
+    dest_key, dest_cert = _self_signed(tmp_path, "destination")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(node_cert.read_bytes() + dest_cert.read_bytes())
+    destination_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    destination_tls.load_cert_chain(str(dest_cert), str(dest_key))
+    destination_tls.load_verify_locations(str(node_cert))
+    destination_tls.verify_mode = ssl.CERT_REQUIRED
+    received: list[str] = []
+    destination = AE(ae_title="ARCHIVE")
+    destination.add_supported_context(CTImageStorage)
+    port = free_port()
+    server = destination.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        ssl_context=destination_tls,
+        evt_handlers=[(evt.EVT_C_STORE, lambda event: received.append(event.dataset.SOPInstanceUID) or 0)],
+    )
+    peers = [
+        {"ae_title": "VIEWER", "permissions": ["move"]},
+        {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": port, "tls": True, "permissions": []},
+        {"ae_title": "PLAIN", "host": "127.0.0.1", "port": port, "permissions": []},
+    ]
+    tls = {"cert_file": str(node_cert), "key_file": str(node_key), "ca_file": str(bundle)}
+    config = make_config(
+        tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"access.peers": peers, "network.tls": tls}
+    )
+    node = start_node(config)
+    to_node = {"tls_args": (ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(node_cert)), None)}
+    to_node["tls_args"][0].check_hostname = False
+    try:
+        ct = dcmread(pydicom_test_file("CT_small.dcm"))
+        sender = _associate(node.port, "MODALITY", CTImageStorage, **to_node)
+        assert sender.send_c_store(ct).Status == 0x0000
+        sender.release()
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ct.StudyInstanceUID
+        statuses = {}
+        for target in ("ARCHIVE", "PLAIN"):
+            mover = _associate(node.port, "VIEWER", StudyRootQueryRetrieveInformationModelMove, **to_node)
+            responses = mover.send_c_move(query, target, StudyRootQueryRetrieveInformationModelMove)
+            statuses[target] = [int(status.Status) for status, _ in responses if status][-1]
+            mover.release()
+    finally:
+        node.stop()
+        server.shutdown()
+    assert received == [ct.SOPInstanceUID]
+    assert statuses["ARCHIVE"] == 0x0000
+    assert statuses["PLAIN"] != 0x0000  # a plain association to a TLS-only port fails
 
 
 def _variant(tmp_path: Path, name: str, sop_uid: str, patient_name: str) -> tuple[Path, str]:
