@@ -36,13 +36,19 @@ from workers.encapsulation import JPEGXLLossless
 def test_retired_storage_classes_are_stored_and_the_next_file_too(
     node: RunningNode, tmp_path: Path, dcmtk: None
 ) -> None:
-    """pydicom-data's color-pl.dcm is retired Ultrasound Image Storage (1.2.840.10008.5.1.4.1.1.6):
-    the node offers its context, so it must store it, and the CT queued behind it."""
-    retired = pydicom_data_dir() / "color-pl.dcm"
-    ct = pydicom_test_file("CT_small.dcm")
-    assert str(dcmread(retired, stop_before_pixels=True).SOPClassUID) == "1.2.840.10008.5.1.4.1.1.6"
+    """pydicom-data's color-pl.dcm is retired Ultrasound Image Storage (1.2.840.10008.5.1.4.1.1.6),
+    sent by storescu -R between two files of one study: the node offers its context, so it
+    must store it, and the file queued behind it."""
+    retired = dcmread(pydicom_data_dir() / "color-pl.dcm")
+    assert retired.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6"
+    study = [dcmread(pydicom_test_file("CT_small.dcm")), retired, dcmread(pydicom_test_file("MR_small.dcm"))]
+    paths = []
+    for number, ds in enumerate(study):
+        ds.StudyInstanceUID = study[0].StudyInstanceUID
+        paths.append(tmp_path / f"{number}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
     sent = subprocess.run(
-        ["storescu", "-aet", "MODALITY", "-aec", "SCP_NODE", "-R", "127.0.0.1", str(node.port), retired, ct],
+        ["storescu", "-aet", "MODALITY", "-aec", "SCP_NODE", "-R", "127.0.0.1", str(node.port), *paths],
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,14 +56,17 @@ def test_retired_storage_classes_are_stored_and_the_next_file_too(
     assert sent.returncode == 0, sent.stdout + sent.stderr
     node.wait_for_jobs()
     with node.context.sessions() as session:
-        stored = {row.sop_class_uid for row in session.query(Instance)}
-    assert stored == {"1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.2"}
+        stored = {row.sop_instance_uid for row in session.query(Instance)}
+    assert stored == {ds.SOPInstanceUID for ds in study}
 
-    study = str(dcmread(retired, stop_before_pixels=True).StudyInstanceUID)
     out = tmp_path / "out"
-    got = getscu(node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study})
+    got = getscu(
+        node.port, out, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study[0].StudyInstanceUID}
+    )
     assert got.returncode == 0, got.stdout + got.stderr
-    assert [dcmread(path).SOPClassUID for path in out.iterdir()] == ["1.2.840.10008.5.1.4.1.1.6"]
+    assert sorted(dcmread(path).SOPClassUID for path in out.iterdir()) == sorted(
+        ds.SOPClassUID for ds in study
+    )
 
 
 # What Horos / OsiriX propose for each storage class they retrieve (pynetdicom issue 543).
