@@ -23,7 +23,13 @@ from scp_node.index.models import Instance
 from scp_node.negotiation import UNCOMPRESSED
 from workers.blob import decode_instance
 from workers.dicom_layout import dataset_offset
-from workers.encapsulation import ENCODABLE, NotEncodable, decode_nested_pixel_data, encode_pixel_data
+from workers.encapsulation import (
+    ENCODABLE,
+    NotEncodable,
+    decode_nested_pixel_data,
+    decompress,
+    encode_pixel_data,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
     pixels decode to the same values as the stored ones, nested Pixel Data included."""
     ds = dcmread(io.BytesIO(stored.data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress(generate_instance_uid=False)
+        decompress(ds)
     decode_nested_pixel_data(ds, stored.received_syntax)
     refusals = []
     for syntax in accepted:

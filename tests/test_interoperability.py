@@ -29,7 +29,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from scp_node.index.models import Instance
 from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
-from workers.encapsulation import JPEGXLLossless
+from workers.encapsulation import JPEGXLLossless, encode_pixel_data
 
 
 @pytest.mark.dcmtk
@@ -262,3 +262,21 @@ def test_nested_pixel_data_follows_the_syntax_it_is_sent_in(
     icon.file_meta = copy.file_meta
     assert (icon.pixel_array == thumbnail).all()
     assert (copy.pixel_array == source.pixel_array).all()
+
+
+def test_jpeg_xl_input_is_kept_as_sent_and_decoded_for_who_cannot_take_it(node: RunningNode) -> None:
+    """DICOM's JPEG XL Lossless syntax on ingest: stored as received (already compressed), sent
+    as it came where accepted, and decoded (pydicom lacks JPEG XL: through imagecodecs) for an
+    Explicit VR requester."""
+    source = dcmread(pydicom_test_file("CT_small.dcm"))
+    encode_pixel_data(source, JPEGXLLossless)
+    _store_as_they_are(node, [source])
+    with node.context.sessions() as session:
+        (row,) = session.query(Instance).all()
+    assert (row.transfer_syntax_uid, row.codec) == (JPEGXLLossless, "passthrough")
+    for syntax in (JPEGXLLossless, ExplicitVRLittleEndian):
+        statuses, received = _get_study(node.port, source.StudyInstanceUID, {source.SOPClassUID: [[syntax]]})
+        assert statuses[-1] == 0x0000, (syntax, [hex(code) for code in statuses])
+        (copy,) = received
+        assert copy.file_meta.TransferSyntaxUID == syntax
+        assert (_words(copy) == _words(source)).all()

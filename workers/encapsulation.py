@@ -13,9 +13,10 @@ from collections.abc import Callable
 import imagecodecs
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     UID,
+    ExplicitVRLittleEndian,
     HTJ2KLossless,
     JPEG2000Lossless,
     JPEGLosslessSV1,
@@ -50,6 +51,21 @@ def encode_pixel_data(ds: Dataset, syntax: UID) -> None:
         ds.PlanarConfiguration = 0
         ds.PhotometricInterpretation = _COLOUR_TRANSFORMED.get(syntax, ds.PhotometricInterpretation)
     ds.file_meta.TransferSyntaxUID = syntax
+
+
+def decompress(ds: Dataset) -> None:
+    """Decode encapsulated Pixel Data in place to Explicit VR Little Endian: pydicom's decoders,
+    and JPEG XL (which pydicom does not know yet) through imagecodecs."""
+    if ds.file_meta.TransferSyntaxUID != JPEGXLLossless:
+        ds.decompress(generate_instance_uid=False)
+        return
+    frames = int(ds.get("NumberOfFrames") or 1)
+    decoded = [imagecodecs.jpegxl_decode(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)]
+    words = np.stack(decoded).astype("<u2" if ds.BitsAllocated == 16 else np.uint8, copy=False)
+    ds.PixelData = words.tobytes()
+    ds["PixelData"].VR = "OW" if ds.BitsAllocated == 16 else "OB"
+    ds["PixelData"].is_undefined_length = False
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def decode_nested_pixel_data(ds: Dataset, syntax: UID) -> None:
