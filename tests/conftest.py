@@ -101,6 +101,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture
+def redis_queue_name() -> Iterator[str]:
+    """An RQ queue name of the test's own on the Redis at REDIS_URL; its keys go afterwards."""
+    from redis import Redis
+
+    try:
+        Redis.from_url(REDIS_URL).ping()
+    except Exception as exc:
+        require(False, f"Redis at {REDIS_URL} unavailable: {exc}")
+    name = f"scp-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    redis = Redis.from_url(REDIS_URL)
+    for key in redis.scan_iter(f"rq:*{name}*"):
+        redis.delete(key)
+
+
 @dataclass
 class RunningNode:
     config: NodeConfig

@@ -73,13 +73,18 @@ def _one_line_error(result: subprocess.CompletedProcess) -> str:
 # -- start-up cost ---------------------------------------------------------------------------
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter: what it imports is what a new admin command would."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
 def test_importing_the_cli_loads_no_torch_no_index_no_pixels() -> None:
     probe = (
         "import sys, scp_node.cli, workers.codecs; "
         "print(sorted(m for m in ('torch', 'numpy', 'pydicom', 'sqlalchemy', 'alembic', 'rich', 'redis') "
         "if m in sys.modules))"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    loaded = _python(probe)
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout.replace("'", '"')) == []
 
@@ -91,7 +96,7 @@ def test_ae_list_and_stats_do_not_import_torch(upgraded: Path) -> None:
         f"main(['stats', '--config', {str(upgraded)!r}])]; "
         "print('torch' in sys.modules, codes)"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    loaded = _python(probe)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip().splitlines()[-1] == "False [0, 0]"
 
@@ -102,7 +107,7 @@ def test_codec_classes_are_imported_on_first_use() -> None:
         "create_codec('jpegxl', effort=3); "
         "print('torch' in sys.modules, 'workers.codecs.standard' in sys.modules)"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    loaded = _python(probe)
     assert loaded.stdout.strip() == "False True", loaded.stderr
 
 

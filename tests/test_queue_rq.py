@@ -5,32 +5,17 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from pydicom import dcmread
-from redis import Redis
 
 from scp_node.index.models import Instance, StorageState
-from tests.conftest import REDIS_URL, getscu, make_config, pydicom_test_file, require, start_node, storescu
+from tests.conftest import REDIS_URL, getscu, make_config, pydicom_test_file, start_node, storescu
 from workers.dicom_layout import dataset_offset
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm"]
-
-
-@pytest.fixture
-def redis_queue_name() -> str:
-    try:
-        Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        require(False, f"Redis at {REDIS_URL} unavailable: {exc}")
-    name = f"scp-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    redis = Redis.from_url(REDIS_URL)
-    for key in redis.scan_iter(f"rq:*{name}*"):
-        redis.delete(key)
 
 
 @pytest.mark.dcmtk

@@ -13,13 +13,11 @@ import hashlib
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 from pydicom import dcmread
-from redis import Redis
 
 from scp_node.context import NodeContext
 from scp_node.index.models import Instance, StorageState
@@ -32,7 +30,6 @@ from tests.conftest import (
     getscu,
     make_config,
     pydicom_test_file,
-    require,
     run_cli,
     shared_corpus,
     start_node,
@@ -126,19 +123,6 @@ def test_concurrent_resends_while_compressing_keep_every_blob(
         _assert_every_instance_retrievable(node, files, tmp_path)
     finally:
         node.stop()
-
-
-@pytest.fixture
-def redis_queue_name() -> str:
-    try:
-        Redis.from_url(REDIS_URL).ping()
-    except Exception as exc:
-        require(False, f"Redis at {REDIS_URL} unavailable: {exc}")
-    name = f"scp-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    redis = Redis.from_url(REDIS_URL)
-    for key in redis.scan_iter(f"rq:*{name}*"):
-        redis.delete(key)
 
 
 @pytest.mark.dcmtk
