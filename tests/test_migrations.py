@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from scp_node.index.database import MIGRATIONS_DIR, upgrade
+from scp_node.index.database import MIGRATIONS_DIR, migration_head, schema_revisions, upgrade
 from scp_node.index.models import Base
 
 
@@ -73,3 +75,23 @@ def test_0003_adds_lossy_copy_columns_and_downgrades(database_url: str) -> None:
         columns = {column["name"] for column in inspect(connection).get_columns("instance")}
     engine.dispose()
     assert {"derived_from_uid", "replaced_by_uid", "original_expires_at"} <= columns
+
+
+def test_concurrent_upgrades_of_one_index_all_succeed(database_url: str) -> None:
+    """Workers started together each run the migrations; they take turns, and none fails on
+    a table another one just created."""
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(database_url)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert schema_revisions(database_url) == (migration_head(), migration_head())

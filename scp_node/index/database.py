@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 VERSION_TABLE = "alembic_version"
@@ -56,7 +57,40 @@ def upgrade(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    with _one_migration_at_a_time(url):
+        command.upgrade(config, "head")
+
+
+# Any number that no other application on the same PostgreSQL uses as an advisory lock key.
+_MIGRATION_LOCK_KEY = 0x5C_90DE
+
+
+@contextlib.contextmanager
+def _one_migration_at_a_time(url: str) -> Iterator[None]:
+    """Workers started together (compose scales them) would otherwise race on the same DDL:
+    PostgreSQL serialises them with an advisory lock, which works across machines; a SQLite
+    index lives on one machine, where a lock file next to it does."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            yield
+            return
+        import fcntl
+
+        with open(f"{parsed.database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def schema_revisions(url: str) -> tuple[str | None, str]:
