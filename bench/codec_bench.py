@@ -1,7 +1,8 @@
 """Benchmark the node's lossless codecs on folders of DICOM files (issue 2).
 
-Pixels take the same path as when the node stores a file (`workers.dicom_layout`,
-`workers.blob`, `workers.pixels`), so the numbers describe what the node would store, not what
+Pixels take the same path as when the node stores a file (`scp_node.imaging.dicom_layout`,
+`scp_node.imaging.blob`, `scp_node.imaging.pixels`), so the numbers describe what the node
+would store, not what
 a codec does on idealised arrays. Every round trip is checked bit for bit: a codec that loses
 anything on an image is counted as failed there and left out of its sizes and speeds, never
 averaged away, and the run exits with status 1.
@@ -38,14 +39,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tables import markdown_table, text_table
 
-from workers.codecs import (
+from scp_node.imaging.codecs import (
     Codec,
     CodecUnavailable,
     create_codec,
     lossless_codecs,
 )
-from workers.codecs.learned.codec import STANDARD_RIVALS
-from workers.image_corpus import Corpus, Image, load_corpus, split_by_patient
+from scp_node.imaging.codecs.learned.codec import STANDARD_RIVALS
+from scp_node.research.image_corpus import Corpus, Image, load_corpus, split_by_patient
 
 GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT")
 OVERALL = "all"

@@ -101,8 +101,8 @@ from pydicom.errors import InvalidDicomError
 from tables import markdown_table, text_table
 
 from scp_node.config import load_config
-from workers.dicom_layout import dataset_offset
-from workers.image_corpus import iter_files
+from scp_node.imaging.dicom_layout import dataset_offset
+from scp_node.research.image_corpus import iter_files
 
 # storescu calls as a modality that neither server knows (both let anyone store); getscu as a
 # viewer registered with each server, because both refuse C-GET to unknown AE titles by default.

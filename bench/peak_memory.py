@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tables import markdown_table, text_table
 
-from workers.blob import extract_samples
-from workers.codecs import ImageDescription, create_codec
+from scp_node.imaging.blob import extract_samples
+from scp_node.imaging.codecs import ImageDescription, create_codec
 
 ROWS, COLUMNS = 4096, 3328
 HEADER = ("codec", "MPix", "bpsp", "enc MPix/s", "dec MPix/s", "peak MB over base", "base MB")

@@ -5,7 +5,7 @@ Configurations, per upscaler (`bicubic`, and `ldm` when weights are given):
 - Against JPEG 2000 lossy at the matched ratio: per image, the largest quality target whose
   stream is no larger than the upscaler's payload.
 - Against JPEG-LS near-lossless (CharLS) at the same delta.
-For each: bits per sub-pixel, ratio, PSNR, SSIM, FSIM (workers/image_quality.py), maximum
+For each: bits per sub-pixel, ratio, PSNR, SSIM, FSIM (scp_node/research/image_quality.py), maximum
 absolute error, and encode / decode seconds per image.
 
 `--ldm-weights DIR` measures a real StableDiffusionLatentUpscalePipeline (rows "ldm");
@@ -35,10 +35,10 @@ import numpy as np
 from tables import markdown_table, text_table
 
 from scp_node.config import CompressionConfig, LdmConfig
-from workers.codecs import ImageDescription, configure, create_codec
-from workers.codecs.upscale.tiny_pipeline import save_tiny_pipeline
-from workers.image_corpus import Image, load_corpus, split_by_patient
-from workers.image_quality import fsim, psnr, ssim
+from scp_node.imaging.codecs import ImageDescription, configure, create_codec
+from scp_node.research.image_corpus import Image, load_corpus, split_by_patient
+from scp_node.research.image_quality import fsim, psnr, ssim
+from scp_node.research.tiny_pipeline import save_tiny_pipeline
 
 GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT", "all")
 HEADER = ("configuration", "images", "bpsp", "ratio", "PSNR", "SSIM", "FSIM", "max err", "enc s", "dec s")

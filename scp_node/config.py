@@ -12,6 +12,8 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from scp_node.imaging.codecs.settings import LdmConfig
+
 # What a C-STORE of an already stored SOP Instance UID with different content does.
 # overwrite_same_sender: replace only when the same calling AE title sent the stored copy.
 DuplicatePolicy = Literal["reject", "keep", "overwrite", "overwrite_same_sender"]
@@ -92,16 +94,6 @@ class CodecRule(StrictModel):
     calling_ae: str | None = None
     codec: str
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class LdmConfig(StrictModel):
-    """The `ldm` codec's upscaler: a StableDiffusionLatentUpscalePipeline saved in diffusers'
-    layout (e.g. a local copy of stabilityai/sd-x2-latent-upscaler). Unset: `ldm` is unavailable."""
-
-    weights_dir: Path | None = None
-    steps: int = Field(default=20, ge=1)  # denoising steps per x2 pass (a rule's options may override)
-    guidance: float = Field(default=0.0, ge=0.0)  # classifier-free guidance scale; 0 = none
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda where present
 
 
 class LossyConfig(StrictModel):

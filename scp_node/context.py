@@ -11,12 +11,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp_node.config import NodeConfig
+from scp_node.imaging.codecs import configure
 from scp_node.index.database import check_schema, create_index_engine, session_factory, upgrade
 from scp_node.index.repository import unreferenced
 from scp_node.storage.blobs import BlobStore
 from scp_node.storage.durable import remove
 from scp_node.storage.spool import Spool
-from workers.codecs import configure
 
 
 @dataclass

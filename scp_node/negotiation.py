@@ -23,8 +23,8 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 
-from workers.blob import LOSSLESS_ENCAPSULATED
-from workers.encapsulation import ENCODABLE, JPEGXLLossless
+from scp_node.imaging.blob import LOSSLESS_ENCAPSULATED
+from scp_node.imaging.encapsulation import ENCODABLE, JPEGXLLossless
 
 UNCOMPRESSED = [
     ExplicitVRLittleEndian,

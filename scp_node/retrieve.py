@@ -19,17 +19,17 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from scp_node.index.models import Instance
-from scp_node.negotiation import UNCOMPRESSED
-from workers.blob import decode_instance
-from workers.dicom_layout import dataset_offset
-from workers.encapsulation import (
+from scp_node.imaging.blob import decode_instance
+from scp_node.imaging.dicom_layout import dataset_offset
+from scp_node.imaging.encapsulation import (
     ENCODABLE,
     NotEncodable,
     decode_nested_pixel_data,
     decompress,
     encode_pixel_data,
 )
+from scp_node.index.models import Instance
+from scp_node.negotiation import UNCOMPRESSED
 
 log = logging.getLogger(__name__)
 

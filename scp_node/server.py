@@ -26,13 +26,13 @@ from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.get import handle_get
 from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
+from scp_node.imaging.codecs import unavailable_codecs
 from scp_node.index.models import Peer
 from scp_node.index.repository import find_peer, instances_to_resume
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from scp_node.tls import server_context
 from workers import jobs
-from workers.codecs import unavailable_codecs
 from workers.policy import validate_policy
 from workers.queue import JobQueue
 from workers.retention import purge_expired_originals

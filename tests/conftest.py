@@ -237,8 +237,8 @@ def mixture_from_floats(mean, log_scale, logit):
 
     import torch
 
-    from workers.codecs.learned.entropy import mixture_from_indices
-    from workers.codecs.learned.fixed_point import (
+    from scp_node.imaging.codecs.learned.entropy import mixture_from_indices
+    from scp_node.imaging.codecs.learned.fixed_point import (
         LOGIT_STEPS,
         MEAN_FRAC_BITS,
         SCALE_MIN_LOG2,
@@ -307,7 +307,7 @@ class NodeProcess:
 @pytest.fixture(scope="session")
 def tiny_ldm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random StableDiffusionLatentUpscalePipeline saved in diffusers' layout."""
-    from workers.codecs.upscale.tiny_pipeline import save_tiny_pipeline
+    from scp_node.research.tiny_pipeline import save_tiny_pipeline
 
     return save_tiny_pipeline(tmp_path_factory.mktemp("tiny-ldm"))
 
@@ -315,7 +315,7 @@ def tiny_ldm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ldm_settings(tiny_ldm_dir: Path) -> Iterator[CompressionConfig]:
     """The codec registry configured with the tiny pipeline as compression.ldm.weights_dir."""
-    from workers.codecs import configure
+    from scp_node.imaging.codecs import configure
 
     settings = CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir))
     configure(settings)

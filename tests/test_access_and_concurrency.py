@@ -27,10 +27,10 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from scp_node.retrieve import load_stored_file
 from tests.conftest import RunningNode, free_port, make_config, pydicom_test_file, start_node
-from workers.dicom_layout import dataset_offset
 
 PEERS = [
     {"ae_title": "VIEWER", "permissions": ["find"]},

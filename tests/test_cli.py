@@ -20,9 +20,9 @@ import yaml
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from scp_node.imaging.codecs.registry import CODECS, codec_class
 from scp_node.index.database import MIGRATIONS_DIR, migration_head
 from tests.conftest import free_port, run_cli
-from workers.codecs.registry import CODECS, codec_class
 
 HEAD = migration_head()
 
@@ -80,7 +80,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 def test_importing_the_cli_loads_no_torch_no_index_no_pixels() -> None:
     probe = (
-        "import sys, scp_node.cli, workers.codecs; "
+        "import sys, scp_node.cli, scp_node.imaging.codecs; "
         "print(sorted(m for m in ('torch', 'numpy', 'pydicom', 'sqlalchemy', 'alembic', 'rich', 'redis') "
         "if m in sys.modules))"
     )
@@ -103,9 +103,9 @@ def test_ae_list_and_stats_do_not_import_torch(upgraded: Path) -> None:
 
 def test_codec_classes_are_imported_on_first_use() -> None:
     probe = (
-        "import sys; from workers.codecs import create_codec; "
+        "import sys; from scp_node.imaging.codecs import create_codec; "
         "create_codec('jpegxl', effort=3); "
-        "print('torch' in sys.modules, 'workers.codecs.standard' in sys.modules)"
+        "print('torch' in sys.modules, 'scp_node.imaging.codecs.standard' in sys.modules)"
     )
     loaded = _python(probe)
     assert loaded.stdout.strip() == "False True", loaded.stderr
@@ -118,7 +118,7 @@ def test_declared_codec_options_are_the_ones_the_codecs_read() -> None:
         cls = codec_class(name)
         read: set[str] = set()
         for klass in cls.__mro__:
-            if not klass.__module__.startswith("workers.codecs"):
+            if not klass.__module__.startswith("scp_node.imaging.codecs"):
                 continue
             tree = ast.parse(inspect.getsource(klass))
             for node in ast.walk(tree):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from scp_node.imaging.blob import BlobError, decode_instance, encode_instance, extract_samples
+from scp_node.imaging.codecs import ImageDescription, create_codec, lossless_codecs
+from scp_node.imaging.dicom_layout import PixelFormat, dataset_offset
+from scp_node.imaging.pixels import samples_from_words, words_from_samples
 from tests.conftest import pydicom_data_dir, pydicom_test_file
-from workers.blob import BlobError, decode_instance, encode_instance, extract_samples
-from workers.codecs import ImageDescription, create_codec, lossless_codecs
-from workers.dicom_layout import PixelFormat, dataset_offset
 from workers.jobs import _encode_verified
-from workers.pixels import samples_from_words, words_from_samples
 from workers.policy import CodecChoice
 
 

@@ -45,6 +45,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, Verification
 from sqlalchemy import create_engine, select
 
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from tests.conftest import (
     NodeProcess,
@@ -55,7 +56,6 @@ from tests.conftest import (
     pydicom_test_file,
     start_node,
 )
-from workers.dicom_layout import dataset_offset
 
 UNKNOWN_SOP_CLASS = "1.2.826.0.1.3680043.2.1143.999.7"
 FAILURE_STATUSES = {0xA900, 0xC000}  # data set does not match SOP class / cannot understand

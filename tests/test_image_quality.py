@@ -1,4 +1,4 @@
-"""PSNR, SSIM and FSIM (workers/image_quality.py): identity scores perfectly, and each metric
+"""PSNR, SSIM and FSIM (scp_node/research/image_quality.py): identity scores perfectly, and each metric
 falls as noise grows, on a real CT slice."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from scp_node.research.image_quality import fsim, psnr, ssim
 from tests.conftest import pydicom_data_dir
-from workers.image_quality import fsim, psnr, ssim
 
 
 @pytest.fixture(scope="module")

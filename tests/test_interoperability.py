@@ -27,9 +27,9 @@ from pydicom.uid import (
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
+from scp_node.imaging.encapsulation import JPEGXLLossless, encode_pixel_data
 from scp_node.index.models import Instance
 from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
-from workers.encapsulation import JPEGXLLossless, encode_pixel_data
 
 
 @pytest.mark.dcmtk

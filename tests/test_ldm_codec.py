@@ -13,12 +13,18 @@ import torch
 from pydicom import dcmread
 
 from scp_node.config import CompressionConfig, LdmConfig
+from scp_node.imaging.blob import extract_samples
+from scp_node.imaging.codecs import (
+    CodecUnavailable,
+    ImageDescription,
+    configure,
+    create_codec,
+    unavailable_codecs,
+)
+from scp_node.imaging.codecs.upscale.ldm import LdmCodec
+from scp_node.imaging.codecs.upscale.scheme import PredictionMismatch
+from scp_node.research.tiny_pipeline import save_tiny_pipeline
 from tests.conftest import pydicom_data_dir, pydicom_test_file
-from workers.blob import extract_samples
-from workers.codecs import CodecUnavailable, ImageDescription, configure, create_codec, unavailable_codecs
-from workers.codecs.upscale.ldm import LdmCodec
-from workers.codecs.upscale.scheme import PredictionMismatch
-from workers.codecs.upscale.tiny_pipeline import save_tiny_pipeline
 from workers.policy import validate_policy
 
 FAST = {"steps": 2}  # the tiny model's output is noise at any step count; 2 keeps tests quick

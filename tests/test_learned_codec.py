@@ -15,6 +15,13 @@ import torch
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from scp_node.imaging.blob import decode_instance, encode_instance, extract_samples
+from scp_node.imaging.codecs import ImageDescription, create_codec, registry
+from scp_node.imaging.codecs.learned import codec as learned_codec
+from scp_node.imaging.codecs.learned.codec import LearnedCodec, LearnedDecodeError
+from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
+from scp_node.imaging.codecs.learned.zoo import save_weights
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from tests.conftest import (
     getscu,
@@ -25,13 +32,6 @@ from tests.conftest import (
     start_node,
     storescu,
 )
-from workers.blob import decode_instance, encode_instance, extract_samples
-from workers.codecs import ImageDescription, create_codec, registry
-from workers.codecs.learned import codec as learned_codec
-from workers.codecs.learned.codec import LearnedCodec, LearnedDecodeError
-from workers.codecs.learned.model import ModelConfig, MultiScaleModel
-from workers.codecs.learned.zoo import save_weights
-from workers.dicom_layout import dataset_offset
 from workers.jobs import _encode_smallest
 from workers.policy import CodecChoice
 

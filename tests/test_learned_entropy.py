@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import mixture_from_floats as quantize
-from workers.codecs.learned.entropy import (
+from scp_node.imaging.codecs.learned.entropy import (
     CDF_TOTAL,
     HALF_WINDOW,
     WEIGHT_BITS,
@@ -22,7 +21,7 @@ from workers.codecs.learned.entropy import (
     half_window,
     mixture_from_indices,
 )
-from workers.codecs.learned.fixed_point import (
+from scp_node.imaging.codecs.learned.fixed_point import (
     INVERSE_SHIFT,
     MEAN_FRAC_BITS,
     PHI_BITS,
@@ -31,7 +30,8 @@ from workers.codecs.learned.fixed_point import (
     inverse_scale_table,
     phi_table,
 )
-from workers.codecs.learned.likelihood import mixture_bits
+from scp_node.imaging.codecs.learned.likelihood import mixture_bits
+from tests.conftest import mixture_from_floats as quantize
 
 
 def _mixture(n: int, k: int, *, centre: float, log_scale: float, seed: int) -> Mixture:

@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from scp_node.imaging.codecs.learned.entropy import encode
+from scp_node.imaging.codecs.learned.layers import FeatureExtractor, Upsampler
+from scp_node.imaging.codecs.learned.likelihood import mixture_bits
 from tests.conftest import mixture_from_floats as quantize
-from workers.codecs.learned.entropy import encode
-from workers.codecs.learned.layers import FeatureExtractor, Upsampler
-from workers.codecs.learned.likelihood import mixture_bits
 
 
 def test_upsampler_doubles_resolution_into_parameter_channels() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from pydicom import dcmread
 
+from scp_node.imaging.codecs.learned.model import AUX_LEVELS, ModelConfig, MultiScaleModel
 from tests.conftest import pydicom_test_file
-from workers.codecs.learned.model import AUX_LEVELS, ModelConfig, MultiScaleModel
 
 TINY = ModelConfig(channels=8, aux_channels=2, components=2)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from scp_node.research.learned_training import TrainingConfig, learning_rate_at, train
 from tests.conftest import pydicom_test_file
-from workers.codecs.learned.train import TrainingConfig, learning_rate_at, train
 
 
 def _train(folder: Path, checkpoint: Path, steps: int) -> dict:

@@ -19,10 +19,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from scp_node.config import CompressionConfig
+from scp_node.imaging.codecs import configure
 from scp_node.index.models import Instance, StorageState, utcnow
 from scp_node.index.repository import stats
 from tests.conftest import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
-from workers.codecs import configure
 from workers.retention import purge_expired_originals
 
 CT, MR, PLAN = (pydicom_test_file(n) for n in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm"))
@@ -215,8 +215,8 @@ def test_instances_that_cannot_have_a_lossy_copy_are_stored_losslessly(
 
 
 def test_lossy_copy_is_rebuilt_from_its_blob_byte_for_byte(ldm_settings) -> None:
-    from workers.blob import decode_instance
-    from workers.codecs import create_codec
+    from scp_node.imaging.blob import decode_instance
+    from scp_node.imaging.codecs import create_codec
     from workers.lossy_copy import encode_lossy_copy, lossy_copy_uid
 
     codec = create_codec("ldm", scale=4, delta=1, steps=2)

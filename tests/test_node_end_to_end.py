@@ -10,9 +10,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
 from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, shared_corpus, storescu
-from workers.dicom_layout import dataset_offset
 
 # 8 to 16 bit, CT / MR / CR / US / RGB, multi-frame, odd sizes, compressed transfer syntaxes.
 PYDICOM_FILES = [

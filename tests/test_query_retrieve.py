@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (
 )
 
 from scp_node.handlers.find import RelationalQueries, handle_find
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, Peer
 from tests.conftest import (
     RunningNode,
@@ -40,7 +41,6 @@ from tests.conftest import (
     start_node,
     temporary_database,
 )
-from workers.dicom_layout import dataset_offset
 
 PATIENT_FIND = PatientRootQueryRetrieveInformationModelFind
 STUDY_FIND = StudyRootQueryRetrieveInformationModelFind

@@ -20,6 +20,7 @@ import yaml
 from pydicom import dcmread
 
 from scp_node.context import NodeContext
+from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
 from scp_node.server import StartRefused, start
 from tests.conftest import (
@@ -35,7 +36,6 @@ from tests.conftest import (
     start_node,
     storescu,
 )
-from workers.dicom_layout import dataset_offset
 from workers.queue import open_queue
 
 

@@ -9,10 +9,10 @@ import pytest
 from pydicom import dcmread
 
 from scp_node.config import CompressionConfig
+from scp_node.imaging.blob import extract_samples
+from scp_node.imaging.codecs import CodecUnavailable, ImageDescription, create_codec, lossless_codecs
+from scp_node.imaging.codecs.upscale.resample import upscale
 from tests.conftest import pydicom_data_dir, pydicom_test_file
-from workers.blob import extract_samples
-from workers.codecs import CodecUnavailable, ImageDescription, create_codec, lossless_codecs
-from workers.codecs.upscale.resample import upscale
 from workers.policy import validate_policy
 
 

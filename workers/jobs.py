@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from scp_node.context import NodeContext
+from scp_node.imaging.blob import EncodedInstance, VerificationError, encode_instance
+from scp_node.imaging.codecs import CodecUnavailable
+from scp_node.imaging.pixels import UnsupportedPixels
 from scp_node.index.models import Instance, StorageState, utcnow
 from scp_node.index.repository import find_instance
-from workers.blob import EncodedInstance, VerificationError, encode_instance
-from workers.codecs import CodecUnavailable
 from workers.lossy_copy import LossyCopy, encode_lossy_copy
-from workers.pixels import UnsupportedPixels
 from workers.policy import CodecChoice, choose_codec, codec_for, default_choice, fallback_chain, rivals
 
 log = logging.getLogger(__name__)

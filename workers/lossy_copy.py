@@ -23,10 +23,15 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
 
-from workers.blob import EncodedInstance, PixelCoding, encode_instance, pixel_words
-from workers.codecs import Codec
-from workers.dicom_layout import PixelFormat, read_layout
-from workers.pixels import UnsupportedPixels, full_range_samples, native_from_words, words_from_samples
+from scp_node.imaging.blob import EncodedInstance, PixelCoding, encode_instance, pixel_words
+from scp_node.imaging.codecs import Codec
+from scp_node.imaging.dicom_layout import PixelFormat, read_layout
+from scp_node.imaging.pixels import (
+    UnsupportedPixels,
+    full_range_samples,
+    native_from_words,
+    words_from_samples,
+)
 
 UNCOMPRESSED_PREDECESSOR = ("121320", "DCM", "Uncompressed predecessor")
 _UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "scp-node/lossy-copy")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scp_node.config import CompressionConfig
-from workers.codecs import PASSTHROUGH, Codec, CodecUnavailable, configure, shared_codec
+from scp_node.imaging.codecs import PASSTHROUGH, Codec, CodecUnavailable, configure, shared_codec
 
 # Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
 STANDARD_FALLBACKS = ("jpegxl", "jpegls")

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from scp_node.cli import checks, codec_tools, peers, serving, stats
 from scp_node.config import PERMISSIONS, NetworkConfig, StorageConfig
-from workers.codecs.registry import CODECS
+from scp_node.imaging.codecs.registry import CODECS
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns: add_parser adds a command
 _Number = TypeVar("_Number", int, float)

@@ -11,7 +11,7 @@ from pathlib import Path
 from scp_node.cli.errors import UsageError
 from scp_node.cli.stats import human_bytes
 from scp_node.config import NodeConfig
-from workers.codecs.registry import InvalidCodecOption, check_options
+from scp_node.imaging.codecs.registry import InvalidCodecOption, check_options
 
 
 def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
@@ -21,9 +21,9 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     except InvalidCodecOption as exc:
         raise UsageError(f"codec try --option: {exc}") from None
 
-    from workers.codec_trial import try_codec
-    from workers.codecs import configure, create_codec
-    from workers.pixels import UnsupportedPixels
+    from scp_node.imaging.codecs import configure, create_codec
+    from scp_node.imaging.pixels import UnsupportedPixels
+    from scp_node.research.codec_trial import try_codec
 
     configure(config.compression)  # compression.ldm.weights_dir and the like
     codec = create_codec(args.codec, **options)
@@ -54,8 +54,8 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
 
 
 def codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
-    from workers.codecs.learned.model import ModelConfig
-    from workers.codecs.learned.train import TrainingConfig, train
+    from scp_node.imaging.codecs.learned.model import ModelConfig
+    from scp_node.research.learned_training import TrainingConfig, train
 
     training = TrainingConfig(
         steps=args.steps,
@@ -70,7 +70,7 @@ def codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
 
 
 def codec_export(_config: NodeConfig, args: argparse.Namespace) -> int:
-    from workers.codecs.learned.zoo import SHIPPED_WEIGHTS, export_checkpoint
+    from scp_node.imaging.codecs.learned.zoo import SHIPPED_WEIGHTS, export_checkpoint
 
     out = args.out or SHIPPED_WEIGHTS
     card = export_checkpoint(args.checkpoint, out)

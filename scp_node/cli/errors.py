@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from scp_node.config import NodeConfig, load_config
-from workers.codecs.registry import InvalidCodecOption
+from scp_node.imaging.codecs.registry import InvalidCodecOption
 
 
 class UsageError(Exception):
@@ -51,7 +51,7 @@ def admin_error(exc: Exception, config: NodeConfig) -> str | None:
     if isinstance(exc, UsageError | InvalidCodecOption):
         return str(exc)
     known = {
-        "workers.codecs.base": "CodecUnavailable",  # a codec this machine cannot run
+        "scp_node.imaging.codecs.base": "CodecUnavailable",  # a codec this machine cannot run
         "scp_node.index.database": "SchemaNotCurrent",
     }
     for module, name in known.items():

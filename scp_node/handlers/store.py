@@ -23,11 +23,11 @@ from sqlalchemy.orm.exc import StaleDataError
 from scp_node.access import AccessControl
 from scp_node.context import NodeContext
 from scp_node.handlers import status
+from scp_node.imaging.dicom_layout import InvalidDicomFile
 from scp_node.index.models import Instance, StorageState
 from scp_node.index.repository import find_instance, record_received, unreferenced
 from scp_node.storage.durable import remove
 from scp_node.storage.spool import SpooledInstance
-from workers.dicom_layout import InvalidDicomFile
 from workers.queue import JobQueue
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scp_node.imaging.dicom_layout import FileLayout, read_layout
 from scp_node.storage.durable import publish, unique_path
-from workers.dicom_layout import FileLayout, read_layout
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from workers.codecs.learned.fixed_point import (
+from scp_node.imaging.codecs.learned.fixed_point import (
     INVERSE_SHIFT,
     LOGIT_LIMIT,
     MEAN_FRAC_BITS,

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scp_node.config import CompressionConfig
+from scp_node.imaging.codecs.settings import CodecSettings, LdmConfig
 
 if TYPE_CHECKING:
-    from workers.codecs.base import Codec
+    from scp_node.imaging.codecs.base import Codec
 
 # Policy name for "store the pixel data exactly as received, without re-encoding".
 PASSTHROUGH = "passthrough"
@@ -119,22 +119,24 @@ _UPSCALE_OPTIONS = (
     ),
 )
 
+_STANDARD = "scp_node.imaging.codecs.standard"  # JPEG-LS, JPEG XL, JPEG 2000, deflate
+
 CODECS: dict[str, CodecEntry] = {
     entry.name: entry
     for entry in (
-        CodecEntry("jpegls", "workers.codecs.standard", "JpegLsCodec", "lossless JPEG-LS (CharLS)"),
+        CodecEntry("jpegls", _STANDARD, "JpegLsCodec", "lossless JPEG-LS (CharLS)"),
         CodecEntry(
             "jpegxl",
-            "workers.codecs.standard",
+            _STANDARD,
             "JpegXlCodec",
             "lossless JPEG XL (the default)",
             (CodecOption("effort", int, "encode time against size", "7", minimum=1, maximum=9),),
         ),
-        CodecEntry("jpeg2000", "workers.codecs.standard", "Jpeg2000Codec", "reversible JPEG 2000"),
-        CodecEntry("deflate", "workers.codecs.standard", "DeflateCodec", "zlib over the raw samples"),
+        CodecEntry("jpeg2000", _STANDARD, "Jpeg2000Codec", "reversible JPEG 2000"),
+        CodecEntry("deflate", _STANDARD, "DeflateCodec", "zlib over the raw samples"),
         CodecEntry(
             "learned",
-            "workers.codecs.learned.codec",
+            "scp_node.imaging.codecs.learned.codec",
             "LearnedCodec",
             "learned lossless codec (Seed B model, torch)",
             (
@@ -145,14 +147,14 @@ CODECS: dict[str, CodecEntry] = {
         ),
         CodecEntry(
             "bicubic",
-            "workers.codecs.upscale.bicubic",
+            "scp_node.imaging.codecs.upscale.bicubic",
             "BicubicCodec",
             "downscale + exact bicubic upscale (lossy, or bounded with delta)",
             _UPSCALE_OPTIONS,
         ),
         CodecEntry(
             "ldm",
-            "workers.codecs.upscale.ldm",
+            "scp_node.imaging.codecs.upscale.ldm",
             "LdmCodec",
             "downscale + latent diffusion upscale (lossy, or bounded with delta; needs weights)",
             (
@@ -169,18 +171,25 @@ CODECS: dict[str, CodecEntry] = {
 _classes: dict[str, type[Codec]] = {}
 _shared: dict[tuple, Codec] = {}
 _shared_lock = threading.Lock()
-# The site's compression settings, which codecs needing weights read; set once per process.
-_config = CompressionConfig()
 
 
-def configure(config: CompressionConfig) -> None:
+@dataclass(frozen=True)
+class _Settings:
+    ldm: LdmConfig
+
+
+# The site's codec settings, which codecs needing weights read; set once per process.
+_config: CodecSettings = _Settings(ldm=LdmConfig())
+
+
+def configure(settings: CodecSettings) -> None:
     """Adopt a node's settings (NodeContext.open, validate_policy and `codec try` call this;
     the same settings again keep the codecs already built)."""
     global _config
     with _shared_lock:
-        if config == _config:
+        if settings.ldm == _config.ldm:
             return
-        _config = config
+        _config = _Settings(ldm=settings.ldm.model_copy())
         _shared.clear()
 
 
@@ -225,7 +234,7 @@ def create_codec(name: str, **options: Any) -> Codec:
     cls = codec_class(name)
     reason = cls.unavailable_reason(_config)
     if reason is not None:
-        from workers.codecs.base import CodecUnavailable
+        from scp_node.imaging.codecs.base import CodecUnavailable
 
         raise CodecUnavailable(reason)
     return cls.from_config(_config, **options)
@@ -245,7 +254,7 @@ def _entry(name: str) -> CodecEntry:
     try:
         return CODECS[name]
     except KeyError:
-        from workers.codecs.base import CodecUnavailable
+        from scp_node.imaging.codecs.base import CodecUnavailable
 
         known = ", ".join([*CODECS, PASSTHROUGH])
         raise CodecUnavailable(f"unknown codec {name!r} (known: {known})") from None

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.codecs.upscale.resample import upscale
-from workers.codecs.upscale.scheme import UpscaleCodec
+from scp_node.imaging.codecs.upscale.resample import upscale
+from scp_node.imaging.codecs.upscale.scheme import UpscaleCodec
 
 
 class BicubicCodec(UpscaleCodec):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.blob import extract_samples
-from workers.codecs import Codec
+from scp_node.imaging.blob import extract_samples
+from scp_node.imaging.codecs import Codec
 
 
 @dataclass(frozen=True)

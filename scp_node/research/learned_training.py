@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workers.codecs.learned.model import ModelConfig, MultiScaleModel
-from workers.image_corpus import Image, load_corpus, split_by_patient
+from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
+from scp_node.research.image_corpus import Image, load_corpus, split_by_patient
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
-from workers.codecs.learned import entropy, zoo
-from workers.codecs.learned.model import AUX_BITS, SCALES, integer_mixture
+from scp_node.imaging.codecs.base import Codec, CodecUnavailable, ImageDescription
+from scp_node.imaging.codecs.learned import entropy, zoo
+from scp_node.imaging.codecs.learned.model import AUX_BITS, SCALES, integer_mixture
 
 MAGIC = b"SEEDB1"
 DEFAULT_TILE = 256

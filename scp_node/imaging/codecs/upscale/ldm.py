@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from scp_node.config import CompressionConfig, LdmConfig
-from workers.codecs.base import CodecUnavailable
-from workers.codecs.upscale.latent_upscaler import LatentUpscaler, diffusers_installed, load_upscaler
-from workers.codecs.upscale.scheme import PredictionMismatch, UpscaleCodec
+from scp_node.imaging.codecs.base import CodecUnavailable
+from scp_node.imaging.codecs.settings import CodecSettings, LdmConfig
+from scp_node.imaging.codecs.upscale.latent_upscaler import LatentUpscaler, diffusers_installed, load_upscaler
+from scp_node.imaging.codecs.upscale.scheme import PredictionMismatch, UpscaleCodec
 
 PAD_MULTIPLE = 32
 MIN_SIDE = 64  # the UNet halves the 2x latents three times; reflect padding needs 2 at the bottom
@@ -45,7 +45,7 @@ class LdmCodec(UpscaleCodec):
         self._upscaler = self._upscaler_on(_device(settings.device))
 
     @classmethod
-    def unavailable_reason(cls, config: CompressionConfig) -> str | None:
+    def unavailable_reason(cls, config: CodecSettings) -> str | None:
         if not cls.available:
             return "ldm needs diffusers and transformers: pip install 'scp-node[ldm]'"
         if config.ldm.weights_dir is None:
@@ -58,7 +58,7 @@ class LdmCodec(UpscaleCodec):
         return None
 
     @classmethod
-    def from_config(cls, config: CompressionConfig, **options: Any) -> LdmCodec:
+    def from_config(cls, config: CodecSettings, **options: Any) -> LdmCodec:
         return cls(config.ldm, **options)
 
     def recipe(self, pixels: np.ndarray) -> bytes:

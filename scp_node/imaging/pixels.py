@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from workers.codecs.base import ImageDescription
-from workers.dicom_layout import PixelFormat
+from scp_node.imaging.codecs.base import ImageDescription
+from scp_node.imaging.dicom_layout import PixelFormat
 
 
 class UnsupportedPixels(ValueError):

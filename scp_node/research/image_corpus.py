@@ -1,7 +1,8 @@
 """Folders of DICOM files as the images a codec would be given, for benchmarks and training.
 
-Pixels take the same path as when the node stores a file (`workers.dicom_layout`,
-`workers.blob`, `workers.pixels`). The same pixels in several transfer syntaxes count once, and
+Pixels take the same path as when the node stores a file (`scp_node.imaging.dicom_layout`,
+`scp_node.imaging.blob`, `scp_node.imaging.pixels`). The same pixels in several transfer
+syntaxes count once, and
 files the node would keep verbatim (lossy, undecodable) are skipped with the reason. Training
 and evaluation need two more things: images of pure noise (most of mr-multivendor) are flagged,
 because no codec can compress them and a model should not learn from them, and the held-out
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.blob import _decoded_words, why_verbatim
-from workers.codecs import ImageDescription
-from workers.dicom_layout import FileLayout, InvalidDicomFile, PixelFormat, read_layout
-from workers.pixels import UnsupportedPixels, samples_from_words, words_from_native
+from scp_node.imaging.blob import _decoded_words, why_verbatim
+from scp_node.imaging.codecs import ImageDescription
+from scp_node.imaging.dicom_layout import FileLayout, InvalidDicomFile, PixelFormat, read_layout
+from scp_node.imaging.pixels import UnsupportedPixels, samples_from_words, words_from_native
 
 # Modalities reported on their own; CR and DX are both projection radiography, so one group.
 MODALITY_GROUPS = {"CR": "CR/DX", "DX": "CR/DX", "MG": "MG", "CT": "CT", "MR": "MR", "US": "US"}

@@ -28,9 +28,9 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
-from workers.codecs import Codec, ImageDescription, shared_codec
-from workers.dicom_layout import FileLayout, PixelFormat, read_layout
-from workers.pixels import (
+from scp_node.imaging.codecs import Codec, ImageDescription, shared_codec
+from scp_node.imaging.dicom_layout import FileLayout, PixelFormat, read_layout
+from scp_node.imaging.pixels import (
     SampleMapping,
     UnsupportedPixels,
     native_from_words,

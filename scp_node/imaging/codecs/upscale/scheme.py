@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.codecs.base import Codec, ImageDescription
-from workers.codecs.standard import JpegXlCodec
-from workers.codecs.upscale.resample import downscale
+from scp_node.imaging.codecs.base import Codec, ImageDescription
+from scp_node.imaging.codecs.standard import JpegXlCodec
+from scp_node.imaging.codecs.upscale.resample import downscale
 
 MAGIC = b"UPSCALE2"
 _HEADER = "<BiIH"  # scale, delta, small image length, recipe length

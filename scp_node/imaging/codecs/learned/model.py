@@ -29,14 +29,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.codecs.learned.entropy import Mixture, mixture_from_indices
-from workers.codecs.learned.fixed_point import (
+from scp_node.imaging.codecs.learned.entropy import Mixture, mixture_from_indices
+from scp_node.imaging.codecs.learned.fixed_point import (
     LOGIT_STEPS,
     MEAN_FRAC_BITS,
     SCALE_MIN_LOG2,
     SCALE_STEPS_PER_OCTAVE,
 )
-from workers.codecs.learned.layers import (
+from scp_node.imaging.codecs.learned.layers import (
     ACTIVATION_STEPS,
     FeatureExtractor,
     IntConv2d,
@@ -44,7 +44,7 @@ from workers.codecs.learned.layers import (
     requantize,
     round_straight_through,
 )
-from workers.codecs.learned.likelihood import mixture_bits
+from scp_node.imaging.codecs.learned.likelihood import mixture_bits
 
 SCALES = 3
 AUX_BITS = 4

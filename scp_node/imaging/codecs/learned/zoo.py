@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from workers.codecs.learned.model import ModelConfig, MultiScaleModel
+from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "seedb.pt"
 DIGEST_BYTES = 8

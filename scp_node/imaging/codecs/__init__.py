@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from workers.codecs import registry
-from workers.codecs.registry import (
+from scp_node.imaging.codecs import registry
+from scp_node.imaging.codecs.registry import (
     PASSTHROUGH,
     InvalidCodecOption,
     available_codecs,
@@ -23,7 +23,7 @@ from workers.codecs.registry import (
 )
 
 if TYPE_CHECKING:
-    from workers.codecs.base import Codec, CodecUnavailable, ImageDescription
+    from scp_node.imaging.codecs.base import Codec, CodecUnavailable, ImageDescription
 
 _FROM_BASE = ("Codec", "CodecUnavailable", "ImageDescription")
 
@@ -46,7 +46,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_BASE:
-        value = getattr(importlib.import_module("workers.codecs.base"), name)
+        value = getattr(importlib.import_module("scp_node.imaging.codecs.base"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

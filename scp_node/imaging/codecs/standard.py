@@ -12,7 +12,7 @@ import imagecodecs
 import jpeg_ls
 import numpy as np
 
-from workers.codecs.base import FrameCodec, ImageDescription, squeeze_samples
+from scp_node.imaging.codecs.base import FrameCodec, ImageDescription, squeeze_samples
 
 
 class JpegLsCodec(FrameCodec):

@@ -2,7 +2,7 @@
 
 Codecs see pixels only as unsigned integer arrays of shape (frames, rows, columns, samples)
 whose values fit in `ImageDescription.bit_depth` bits; mapping DICOM's signed and padded words
-to that form is `workers.pixels`' job, so a codec never deals with DICOM encoding rules.
+to that form is `scp_node.imaging.pixels`' job, so a codec never deals with DICOM encoding rules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from scp_node.config import CompressionConfig
+    from scp_node.imaging.codecs.settings import CodecSettings
 
 
 class CodecUnavailable(RuntimeError):
@@ -63,12 +63,12 @@ class Codec(ABC):
         return self.name.upper()[:16]
 
     @classmethod
-    def unavailable_reason(cls, config: CompressionConfig) -> str | None:
+    def unavailable_reason(cls, config: CodecSettings) -> str | None:
         """Why this codec cannot run here with this site's settings, or None if it can."""
         return None if cls.available else f"codec {cls.name!r} is not available on this machine"
 
     @classmethod
-    def from_config(cls, config: CompressionConfig, **options: Any) -> Codec:
+    def from_config(cls, config: CodecSettings, **options: Any) -> Codec:
         """Codecs that need site settings (model weights) take them from `config` here."""
         return cls(**options)
 

@@ -1,0 +1,80 @@
+"""Imports run one way: each layer imports only itself and the layers below it.
+
+From the bottom: the imaging library (DICOM layout, pixels, blob format, codecs); the config,
+index and storage; the runtime context; the background compression (workers/); the DICOM
+service; the CLI. Research tools (corpus, metrics, trials, training) sit beside the runtime:
+they use the imaging library, and only the CLI (and bench/, tests) use them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Module prefix -> layer; the longest matching prefix decides.
+LAYERS = {
+    "scp_node.imaging": 0,
+    "scp_node.config": 1,
+    "scp_node.index": 1,
+    "scp_node.storage": 1,
+    "scp_node.context": 2,
+    "workers": 3,
+    "scp_node": 4,  # the DICOM service: handlers, server, access, negotiation, retrieve, tls
+    "scp_node.cli": 5,
+}
+RESEARCH = "scp_node.research"
+# Who may import the research tools besides themselves.
+RESEARCH_USERS = ("scp_node.cli",)
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _layer(module: str) -> int | None:
+    matches = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return LAYERS[max(matches, key=len)] if matches else None
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module an import statement names, top level or inside a function."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+SOURCES = sorted(path for package in ("scp_node", "workers") for path in (ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_module_imports_upward(path: Path) -> None:
+    module = _module(path)
+    upward = []
+    for imported in _imports(path):
+        if imported.startswith(RESEARCH) and not module.startswith((RESEARCH, *RESEARCH_USERS)):
+            upward.append(f"{imported} (research tools are off the runtime path)")
+        if module.startswith(RESEARCH):
+            if _layer(imported) not in (None, 0) and not imported.startswith(RESEARCH):
+                upward.append(f"{imported} (research tools use the imaging library only)")
+            continue
+        own, theirs = _layer(module), _layer(imported)
+        if own is not None and theirs is not None and theirs > own:
+            upward.append(imported)
+    assert upward == [], f"{module} imports upward: {upward}"
+
+
+def test_the_contract_sees_every_layer() -> None:
+    """A layer map that matched nothing would pass every module vacuously."""
+    layers = {_layer(_module(path)) for path in SOURCES if not _module(path).startswith(RESEARCH)}
+    assert layers == set(LAYERS.values())
