@@ -45,8 +45,10 @@ RECEIVED_SYNTAXES = [
     JPEG_XL_RECOMPRESSION,
     JPEG_XL,
 ]
+# What every storage SCP takes (PS3.5 10.1: Implicit VR is the default; Explicit nearly so).
+UNIVERSAL = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 # What the node can send for any stored instance, in the order it prefers.
-SENT_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, *ENCODABLE, ExplicitVRBigEndian]
+SENT_SYNTAXES = [*UNIVERSAL, *ENCODABLE, ExplicitVRBigEndian]
 # Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
 # default syntax every DICOM application must support (PS3.5 10.1).
 MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]

@@ -27,8 +27,7 @@ from scp_node.handlers.get import handle_get
 from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
 from scp_node.imaging.codecs import unavailable_codecs
-from scp_node.index.models import Peer
-from scp_node.index.repository import find_peer, instances_to_resume
+from scp_node.index.repository import instances_to_resume, save_peer
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from scp_node.tls import server_context
@@ -111,11 +110,7 @@ def seed_peers(context: NodeContext) -> None:
     titles it names (an edited config.yaml takes effect on restart); `scp-node ae` manages the rest."""
     with context.sessions() as session:
         for entry in context.config.access.peers:
-            peer = find_peer(session, entry.ae_title) or Peer(ae_title=entry.ae_title)
-            peer.host, peer.port, peer.check_host = entry.host, entry.port, entry.check_host
-            peer.tls, peer.commitment_report = entry.tls, entry.commitment_report
-            peer.permissions = ",".join(entry.permissions)
-            session.add(peer)
+            save_peer(session, entry)
         session.commit()
 
 

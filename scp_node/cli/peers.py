@@ -8,7 +8,7 @@ import sys
 
 from scp_node.cli.errors import UsageError
 from scp_node.cli.sessions import index_sessions
-from scp_node.config import NodeConfig
+from scp_node.config import NodeConfig, PeerConfig
 
 
 def _destination(host: str, port: int) -> str:
@@ -39,9 +39,7 @@ def ae_list(config: NodeConfig, _args: argparse.Namespace) -> int:
 
 
 def ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from scp_node.index.models import Peer
+    from scp_node.index.repository import save_peer
 
     if (args.host is None) != (args.peer_port is None):
         raise UsageError(
@@ -57,14 +55,17 @@ def ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
     host, port = (args.host or "").strip(), args.peer_port or 0  # port 0: none
     if args.host is not None and not host:
         raise UsageError("ae add: --host is empty")
+    entry = PeerConfig(
+        ae_title=args.ae_title,
+        host=host,
+        port=port,
+        check_host=args.check_host,
+        permissions=args.permissions.split(","),
+        tls=args.tls,
+        commitment_report=args.commitment_report,
+    )
     with index_sessions(config) as sessions, sessions() as session:
-        peer = session.scalar(select(Peer).where(Peer.ae_title == args.ae_title))
-        verb = "updated" if peer is not None else "added"
-        peer = peer or Peer(ae_title=args.ae_title)
-        peer.host, peer.port, peer.permissions = host, port, args.permissions
-        peer.check_host, peer.tls = args.check_host, args.tls
-        peer.commitment_report = args.commitment_report
-        session.add(peer)
+        verb = "added" if save_peer(session, entry) else "updated"
         session.commit()
     new_association = args.commitment_report == "new_association"
     details = [

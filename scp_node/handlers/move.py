@@ -11,7 +11,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
@@ -20,11 +19,11 @@ from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.handlers.outbound import Match, Outbound, matching_instances, sub_operations
 from scp_node.index.repository import find_peer
+from scp_node.negotiation import UNIVERSAL
 from scp_node.tls import client_context
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
 
 
@@ -79,7 +78,7 @@ def _store_contexts(matches: list[Match]) -> list[PresentationContext]:
     wanted = dict.fromkeys(
         (match.sop_class_uid, syntax)
         for match in matches
-        for syntax in dict.fromkeys([match.transfer_syntax_uid, *UNCOMPRESSED])
+        for syntax in dict.fromkeys([match.transfer_syntax_uid, *UNIVERSAL])
     )
     contexts = [build_context(sop_class, syntax) for sop_class, syntax in wanted]
     if len(contexts) > MAX_CONTEXTS:

@@ -15,7 +15,9 @@ from scp_node.index.dicom_values import normalized_date, normalized_datetime, no
 from scp_node.index.models import SERVED, Instance, Patient, Peer, Series, StorageState, Study
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset  # only a type here; importing pydicom costs `stats` 0.4 s
+    from pydicom.dataset import Dataset
+
+    from scp_node.config import PeerConfig  # only a type here; importing pydicom costs `stats` 0.4 s
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +233,17 @@ def list_peers(session: Session) -> Sequence[Peer]:
 
 def find_peer(session: Session, ae_title: str) -> Peer | None:
     return session.scalar(select(Peer).where(Peer.ae_title == ae_title))
+
+
+def save_peer(session: Session, entry: PeerConfig) -> bool:
+    """Write `entry` as the peer table's row for its AE title, replacing what was there
+    (config.yaml's peers at start-up, `scp-node ae add`); True when the row is new. The
+    caller commits."""
+    peer = find_peer(session, entry.ae_title)
+    is_new = peer is None
+    peer = peer or Peer(ae_title=entry.ae_title)
+    peer.host, peer.port, peer.check_host = entry.host, entry.port, entry.check_host
+    peer.tls, peer.commitment_report = entry.tls, entry.commitment_report
+    peer.permissions = ",".join(entry.permissions)
+    session.add(peer)
+    return is_new
