@@ -78,3 +78,22 @@ def test_the_contract_sees_every_layer() -> None:
     """A layer map that matched nothing would pass every module vacuously."""
     layers = {_layer(_module(path)) for path in SOURCES if not _module(path).startswith(RESEARCH)}
     assert layers == set(LAYERS.values())
+
+
+# Instance columns that make up its storage state.
+STATE_COLUMNS = {"state", "spool_path", "blob_path", "blob_sha256", "replaced_by_uid", "original_expires_at"}
+
+
+def test_only_the_index_writes_instance_state() -> None:
+    """Outside scp_node/index/, no module assigns a storage-state column of an instance row."""
+    writers = []
+    for path in SOURCES:
+        if _module(path).startswith("scp_node.index"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            for target in targets:
+                for leaf in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(leaf, ast.Attribute) and leaf.attr in STATE_COLUMNS:
+                        writers.append(f"{path.relative_to(ROOT)}:{node.lineno} .{leaf.attr}")
+    assert writers == []

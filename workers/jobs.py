@@ -16,15 +16,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from scp_node.context import NodeContext
 from scp_node.imaging.blob import EncodedInstance, VerificationError, encode_instance
 from scp_node.imaging.codecs import CodecUnavailable
 from scp_node.imaging.pixels import UnsupportedPixels
-from scp_node.index.models import Instance, StorageState, utcnow
+from scp_node.index import states
+from scp_node.index.models import utcnow
 from scp_node.index.repository import find_instance
+from scp_node.index.states import (
+    DONE,
+    DerivedCopy,
+    StoredBlob,
+    Superseded,
+    mark_compressed,
+    replace_with_copy,
+)
 from workers.lossy_copy import LossyCopy, encode_lossy_copy
 from workers.policy import CodecChoice, choose_codec, codec_for, default_choice, fallback_chain, rivals
 
@@ -53,7 +61,7 @@ def compress_instance(sop_instance_uid: str) -> str:
     context = bound_context()
     with context.sessions() as session:
         instance = find_instance(session, sop_instance_uid)
-        if instance is None or instance.state in _DONE or instance.spool_path is None:
+        if instance is None or instance.state in DONE or instance.spool_path is None:
             return instance.codec or "gone" if instance else "gone"
         work = _Work(sop_instance_uid, instance.spool_path, instance.series.modality, instance.calling_ae)
     try:
@@ -62,10 +70,6 @@ def compress_instance(sop_instance_uid: str) -> str:
         log.exception("compress job for %s failed", sop_instance_uid)
         mark_failed(work, f"{type(exc).__name__}: {exc}")
         raise
-
-
-# States in which a job has nothing left to do (a re-sent identical copy still enqueues one).
-_DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,18 @@ def _compress(context: NodeContext, work: _Work) -> str:
             return _replace_with_copy(context, work, data, copy)
         choice = default_choice(context.config.compression)
     encoded, fell_back = _encode_verified(data, choice, work.uid)
-    blob_path, blob_sha = context.blobs.put(work.uid, encoded.blob)
+    blob = _stored(context, work.uid, encoded, fell_back)
     try:
-        _record_compressed(context, work, encoded, fell_back, blob_path, blob_sha)
-    except (_Superseded, StaleDataError):
+        with context.sessions() as session:
+            mark_compressed(session, work.uid, work.spool_path, blob)
+            session.commit()
+    except (Superseded, StaleDataError):
         log.info("instance %s changed while compressing; leaving it to its new job", work.uid)
         return "superseded"
     finally:
         # Whatever happened, keep exactly the files a committed row names: the blob when this
         # job won, the spool file when it did not (or its row's newer one).
-        context.discard_unreferenced([blob_path, work.spool_path])
+        context.discard_unreferenced([blob.path, work.spool_path])
     _log_stored(work.uid, encoded)
     return encoded.codec
 
@@ -120,47 +126,24 @@ def _log_stored(uid: str, encoded: EncodedInstance) -> None:
         log.info("stored %s as received (%s pixel data is not re-encoded)", uid, encoded.mode)
 
 
-class _Superseded(Exception):
-    """A newer copy of the instance was stored while the job worked on the old one."""
-
-
 def _superseded(context: NodeContext, work: _Work) -> bool:
     with context.sessions() as session:
         instance = find_instance(session, work.uid)
         return instance is None or instance.spool_path != work.spool_path
 
 
-def _record_compressed(
-    context: NodeContext,
-    work: _Work,
-    encoded: EncodedInstance,
-    fell_back: bool,
-    blob_path: Path,
-    blob_sha: str,
-) -> None:
-    """Point the row at the blob, unless a new store (or another job) changed the row meanwhile
-    (the row's version makes a change committed between this read and this write fail the commit)."""
-    with context.sessions() as session:
-        instance = find_instance(session, work.uid)
-        if instance is None or instance.spool_path != work.spool_path:
-            raise _Superseded
-        instance.state = StorageState.COMPRESSED
-        _point_at_blob(instance, encoded, fell_back, blob_path, blob_sha)
-        session.commit()
-
-
-def _point_at_blob(
-    instance: Instance, encoded: EncodedInstance, fell_back: bool, blob_path: Path, blob_sha: str
-) -> None:
-    instance.codec = encoded.codec
-    instance.codec_fallback = fell_back
-    instance.pixel_bytes_in = encoded.pixel_bytes_in
-    instance.pixel_bytes_out = encoded.pixel_bytes_out
-    instance.stored_size = len(encoded.blob)
-    instance.blob_path = str(blob_path)
-    instance.blob_sha256 = blob_sha
-    instance.spool_path = None
-    instance.error = None
+def _stored(context: NodeContext, uid: str, encoded: EncodedInstance, fell_back: bool) -> StoredBlob:
+    """Write the blob; the file is this job's until a committed row names it."""
+    path, sha256 = context.blobs.put(uid, encoded.blob)
+    return StoredBlob(
+        path=path,
+        sha256=sha256,
+        codec=encoded.codec,
+        fell_back=fell_back,
+        pixel_bytes_in=encoded.pixel_bytes_in,
+        pixel_bytes_out=encoded.pixel_bytes_out,
+        size=len(encoded.blob),
+    )
 
 
 def _is_lossy(choice: CodecChoice) -> bool:
@@ -184,29 +167,25 @@ def _lossy_copy(data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
 def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: LossyCopy) -> str:
     settings = context.config.compression
     uid = work.uid
-    original, fell_back, original_blob = None, False, None
+    original = None
     if settings.lossy.keep_original:
-        original, fell_back = _encode_verified(data, default_choice(settings), uid)
-        original_blob = context.blobs.put(uid, original.blob)
-    copy_blob = context.blobs.put(copy.sop_instance_uid, copy.encoded.blob)
-    touched = [work.spool_path, copy_blob[0], *([original_blob[0]] if original_blob else [])]
+        encoded, fell_back = _encode_verified(data, default_choice(settings), uid)
+        original = _stored(context, uid, encoded, fell_back)
+    derived = DerivedCopy(
+        sop_instance_uid=copy.sop_instance_uid,
+        transfer_syntax=copy.transfer_syntax,
+        size=copy.size,
+        dataset_sha256=copy.dataset_sha256,
+        blob=_stored(context, copy.sop_instance_uid, copy.encoded, fell_back=False),
+    )
+    touched = [work.spool_path, derived.blob.path, *([original.path] if original else [])]
+    days = settings.lossy.keep_original_days
+    expires_at = None if days is None else utcnow() + timedelta(days=days)
     try:
         with context.sessions() as session:
-            instance = find_instance(session, uid)
-            if instance is None or instance.spool_path != work.spool_path:
-                raise _Superseded
-            touched.append(_record_copy(session, instance, copy, copy_blob))
-            instance.replaced_by_uid = copy.sop_instance_uid
-            if original is None or original_blob is None:
-                instance.state = StorageState.DROPPED
-                instance.spool_path = instance.error = None
-            else:
-                instance.state = StorageState.REPLACED
-                _point_at_blob(instance, original, fell_back, *original_blob)
-                days = settings.lossy.keep_original_days
-                instance.original_expires_at = None if days is None else utcnow() + timedelta(days=days)
+            touched.append(replace_with_copy(session, uid, work.spool_path, derived, original, expires_at))
             session.commit()
-    except (_Superseded, StaleDataError):
+    except (Superseded, StaleDataError):
         log.info("instance %s changed while compressing; leaving it to its new job", uid)
         return "superseded"
     finally:
@@ -223,28 +202,6 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
         "dropped" if original is None else f"kept with {original.codec}",
     )
     return copy.encoded.codec
-
-
-def _record_copy(session: Session, original: Instance, copy: LossyCopy, blob: tuple[Path, str]) -> str | None:
-    """The copy's row, in the original's series: new, or the same copy made again from a
-    re-sent original (its UID comes from the original's and the codec's). Returns the blob
-    the row named before, which goes once nothing names it."""
-    row = find_instance(session, copy.sop_instance_uid) or Instance(sop_instance_uid=copy.sop_instance_uid)
-    previous_blob = row.blob_path
-    row.sop_class_uid = original.sop_class_uid
-    row.series = original.series
-    row.instance_number = original.instance_number
-    row.acquisition_datetime = original.acquisition_datetime
-    row.calling_ae = original.calling_ae
-    row.transfer_syntax_uid = copy.transfer_syntax
-    row.state = StorageState.COMPRESSED
-    row.received_size = copy.size
-    row.dataset_sha256 = copy.dataset_sha256
-    row.derived_from_uid = original.sop_instance_uid
-    row.replaced_by_uid = row.original_expires_at = None
-    _point_at_blob(row, copy.encoded, False, *blob)
-    session.add(row)
-    return previous_blob
 
 
 def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:
@@ -287,8 +244,5 @@ def mark_failed(work: _Work, error: str) -> None:
     """The instance stays retrievable from its spool file; `error` tells the admin why. Only
     the version the job worked on is marked: a newer store has its own job coming."""
     with bound_context().sessions() as session:
-        instance = find_instance(session, work.uid)
-        if instance is not None and instance.spool_path == work.spool_path and instance.state not in _DONE:
-            instance.state = StorageState.FAILED
-            instance.error = error
+        if states.mark_failed(session, work.uid, work.spool_path, error):
             session.commit()

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
-
 from scp_node.context import NodeContext
-from scp_node.index.models import Instance, StorageState, utcnow
-from scp_node.index.repository import unreferenced
+from scp_node.index.models import utcnow
+from scp_node.index.states import drop_expired_originals
 from scp_node.storage.durable import remove
 
 log = logging.getLogger(__name__)
@@ -20,18 +18,9 @@ def purge_expired_originals(context: NodeContext, now: datetime | None = None) -
     lossy copy replaced. Files go after the commit: a crash leaves a stray file, never a row
     pointing at nothing."""
     with context.sessions() as session:
-        expired = session.scalars(
-            select(Instance).where(
-                Instance.state == StorageState.REPLACED, Instance.original_expires_at <= (now or utcnow())
-            )
-        ).all()
-        paths = [instance.blob_path for instance in expired]
-        for instance in expired:
-            instance.state = StorageState.DROPPED
-            instance.blob_path = instance.blob_sha256 = instance.stored_size = None
-        doomed = unreferenced(session, paths)
+        dropped, doomed = drop_expired_originals(session, now or utcnow())
         session.commit()
     remove(doomed)
-    if expired:
-        log.info("dropped %d originals replaced by lossy copies, past their keeping time", len(expired))
-    return len(expired)
+    if dropped:
+        log.info("dropped %d originals replaced by lossy copies, past their keeping time", dropped)
+    return dropped

@@ -24,7 +24,7 @@ from scp_node.access import AccessControl
 from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.imaging.dicom_layout import InvalidDicomFile
-from scp_node.index.models import Instance, StorageState
+from scp_node.index.models import Instance
 from scp_node.index.repository import find_instance, record_received, unreferenced
 from scp_node.storage.durable import remove
 from scp_node.storage.spool import SpooledInstance
@@ -114,7 +114,7 @@ def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling
             size=spooled.size,
             dataset_sha256=spooled.dataset_sha256,
             existing=existing,
-        ).state = StorageState.QUEUED
+        )
         obsolete = unreferenced(session, previous)
         session.commit()
     remove(obsolete)

@@ -111,7 +111,8 @@ def record_received(
     dataset_sha256: str,
     existing: Instance | None,
 ) -> Instance:
-    """Insert the instance (or replace `existing`) as received; the caller commits."""
+    """Insert the instance (or replace `existing`) as received and queued: the caller commits,
+    then enqueues its compress job (the node re-enqueues queued rows at start)."""
     instance = existing or Instance(sop_instance_uid=_text(ds, "SOPInstanceUID"))
     instance.sop_class_uid = _text(ds, "SOPClassUID")
     instance.series = _series(session, ds)
@@ -121,7 +122,7 @@ def record_received(
     )
     instance.transfer_syntax_uid = transfer_syntax_uid
     instance.calling_ae = calling_ae
-    instance.state = StorageState.RECEIVED
+    instance.state = StorageState.QUEUED
     instance.received_size = size
     instance.dataset_sha256 = dataset_sha256
     instance.spool_path = spool_path
