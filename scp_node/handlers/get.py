@@ -16,6 +16,7 @@ from pynetdicom.events import Event
 from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.handlers.outbound import Outbound, matching_instances, sub_operations
+from scp_node.index.query import InvalidQuery
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def handle_get(event: Event, context: NodeContext) -> Iterator[Any]:
     requestor = event.assoc.requestor
     try:
         matches = matching_instances(context, event.identifier)
-    except ValueError as exc:
+    except InvalidQuery as exc:
         log.warning("C-GET from %s at %s: bad identifier: %s", requestor.ae_title, requestor.address, exc)
         yield status.IDENTIFIER_DOES_NOT_MATCH, None
         return

@@ -18,6 +18,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.handlers.outbound import Match, Outbound, matching_instances, sub_operations
+from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_peer
 from scp_node.negotiation import UNIVERSAL
 from scp_node.tls import client_context
@@ -45,7 +46,7 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
         return
     try:
         matches = matching_instances(context, event.identifier)
-    except ValueError as exc:
+    except InvalidQuery as exc:
         log.warning("C-MOVE from %s at %s: bad identifier: %s", requestor.ae_title, requestor.address, exc)
         matches = None
     opened: list[Outbound] = []

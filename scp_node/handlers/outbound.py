@@ -28,6 +28,7 @@ from pynetdicom.events import Event
 
 from scp_node.context import NodeContext
 from scp_node.handlers import status
+from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_instance, instances_for_retrieve
 from scp_node.retrieve import RetrieveError, StoredFile, converted_dataset, load_stored_file
 
@@ -49,12 +50,12 @@ class Match:
 
 
 def matching_instances(context: NodeContext, identifier: Dataset) -> list[Match]:
-    """Instances a C-GET / C-MOVE identifier names; ValueError when the identifier is invalid."""
+    """Instances a C-GET / C-MOVE identifier names; InvalidQuery when the identifier is invalid."""
     level = str(identifier.get("QueryRetrieveLevel", "")).upper()
     if level not in LEVEL_KEYS:
-        raise ValueError(f"unknown QueryRetrieveLevel {level!r}")
+        raise InvalidQuery(f"unknown QueryRetrieveLevel {level!r}")
     if not identifier.get(LEVEL_KEYS[level][-1]):
-        raise ValueError(f"{level} level needs {LEVEL_KEYS[level][-1]}")
+        raise InvalidQuery(f"{level} level needs {LEVEL_KEYS[level][-1]}")
     with context.sessions() as session:
         instances = instances_for_retrieve(
             session,
