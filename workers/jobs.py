@@ -96,7 +96,7 @@ def _compress(context: NodeContext, work: _Work) -> str:
         if copy is not None:
             return _replace_with_copy(context, work, data, copy)
         choice = default_choice(context.config.compression)
-    encoded, fell_back = _encode_verified(data, choice, work.uid)
+    encoded, fell_back = encode_verified(data, choice, work.uid)
     blob = _stored(context, work.uid, encoded, fell_back)
     try:
         with context.sessions() as session:
@@ -169,7 +169,7 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
     uid = work.uid
     original = None
     if settings.lossy.keep_original:
-        encoded, fell_back = _encode_verified(data, default_choice(settings), uid)
+        encoded, fell_back = encode_verified(data, default_choice(settings), uid)
         original = _stored(context, uid, encoded, fell_back)
     derived = DerivedCopy(
         sop_instance_uid=copy.sop_instance_uid,
@@ -204,12 +204,12 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
     return copy.encoded.codec
 
 
-def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:
+def encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:
     """Try the chosen codec, then the fallbacks; a fallback is logged and flagged in the index."""
     failures = []
     for attempt in fallback_chain(choice):
         try:
-            encoded = _encode_smallest(data, attempt, uid)
+            encoded = encode_smallest(data, attempt, uid)
         except _ENCODE_FAILURES as exc:
             failures.append(f"{attempt.name}: {exc}")
             log.warning("codec %s failed on %s: %s", attempt.name, uid, exc)
@@ -221,7 +221,7 @@ def _encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[Encode
 _ENCODE_FAILURES = (VerificationError, UnsupportedPixels, CodecUnavailable, RuntimeError, ValueError)
 
 
-def _encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
+def encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
     """The chosen codec's verified blob, or a rival's where that is smaller for this image."""
     codec = codec_for(choice)
     best = encode_instance(data, codec)

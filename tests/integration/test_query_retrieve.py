@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (
 from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, Peer
-from tests.conftest import (
+from tests.support import (
     RunningNode,
     free_port,
     getscu,

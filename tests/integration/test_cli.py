@@ -22,7 +22,7 @@ from pynetdicom.sop_class import Verification
 
 from scp_node.imaging.codecs.registry import CODECS, codec_class
 from scp_node.index.database import MIGRATIONS_DIR, migration_head
-from tests.conftest import free_port, run_cli
+from tests.support import free_port, run_cli
 
 HEAD = migration_head()
 
@@ -513,7 +513,7 @@ def test_stats_watch_stops_on_ctrl_c(fresh_index: Path) -> None:
 
 
 def test_codec_try_shows_original_size_and_ratio(upgraded: Path) -> None:
-    from tests.conftest import pydicom_test_file
+    from tests.support import pydicom_test_file
 
     mr = str(pydicom_test_file("MR_small.dcm"))
     table = run_cli(upgraded, "codec", "try", "--codec", "jpegls", mr)

@@ -12,7 +12,7 @@ from scp_node.config import CompressionConfig
 from scp_node.imaging.blob import extract_samples
 from scp_node.imaging.codecs import CodecUnavailable, ImageDescription, create_codec, lossless_codecs
 from scp_node.imaging.codecs.upscale.resample import upscale
-from tests.conftest import pydicom_data_dir, pydicom_test_file
+from tests.support import pydicom_data_dir, pydicom_test_file
 from workers.policy import validate_policy
 
 

@@ -23,7 +23,7 @@ from scp_node.context import NodeContext
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
 from scp_node.server import StartRefused, start
-from tests.conftest import (
+from tests.support import (
     REDIS_URL,
     NodeProcess,
     RunningNode,

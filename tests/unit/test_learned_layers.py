@@ -9,7 +9,7 @@ import torch
 from scp_node.imaging.codecs.learned.entropy import encode
 from scp_node.imaging.codecs.learned.layers import FeatureExtractor, Upsampler
 from scp_node.imaging.codecs.learned.likelihood import mixture_bits
-from tests.conftest import mixture_from_floats as quantize
+from tests.support import mixture_from_floats as quantize
 
 
 def test_upsampler_doubles_resolution_into_parameter_channels() -> None:

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StorageCommitmentPushModel
 
-from tests.conftest import free_port, make_config, pydicom_test_file, start_node
+from tests.support import free_port, make_config, pydicom_test_file, start_node
 
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 

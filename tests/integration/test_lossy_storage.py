@@ -22,7 +22,7 @@ from scp_node.config import CompressionConfig
 from scp_node.imaging.codecs import configure
 from scp_node.index.models import Instance, StorageState, utcnow
 from scp_node.index.repository import stats
-from tests.conftest import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
+from tests.support import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
 from workers.retention import purge_expired_originals
 
 CT, MR, PLAN = (pydicom_test_file(n) for n in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm"))

@@ -4,7 +4,7 @@ noise detection, and a held-out split by patient."""
 from __future__ import annotations
 
 from scp_node.research.image_corpus import load_corpus, split_by_patient
-from tests.conftest import pydicom_data_dir, shared_corpus
+from tests.support import pydicom_data_dir, shared_corpus
 
 
 def test_noise_images_are_flagged_and_real_ones_are_not() -> None:

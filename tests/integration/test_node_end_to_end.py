@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
-from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, shared_corpus, storescu
+from tests.support import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, shared_corpus, storescu
 
 # 8 to 16 bit, CT / MR / CR / US / RGB, multi-frame, odd sizes, compressed transfer syntaxes.
 PYDICOM_FILES = [

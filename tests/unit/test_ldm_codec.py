@@ -24,7 +24,7 @@ from scp_node.imaging.codecs import (
 from scp_node.imaging.codecs.upscale.ldm import LdmCodec
 from scp_node.imaging.codecs.upscale.scheme import PredictionMismatch
 from scp_node.research.tiny_pipeline import save_tiny_pipeline
-from tests.conftest import pydicom_data_dir, pydicom_test_file
+from tests.support import pydicom_data_dir, pydicom_test_file
 from workers.policy import validate_policy
 
 FAST = {"steps": 2}  # the tiny model's output is noise at any step count; 2 keeps tests quick

@@ -10,7 +10,7 @@ import pytest
 from pydicom import dcmread
 
 from scp_node.research.image_quality import fsim, psnr, ssim
-from tests.conftest import pydicom_data_dir
+from tests.support import pydicom_data_dir
 
 
 @pytest.fixture(scope="module")

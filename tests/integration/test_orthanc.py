@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
-from tests.conftest import RunningNode, free_port, make_config, pydicom_test_file, start_node
-from tests.orthanc import Orthanc
+from tests.support import RunningNode, free_port, make_config, pydicom_test_file, start_node
+from tests.support.orthanc import Orthanc
 
 # Explicit and implicit VR, JPEG Lossless, JPEG 2000 lossless, RGB, multi-frame.
 FILES = [

@@ -13,7 +13,7 @@ from pydicom import dcmread
 
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
-from tests.conftest import REDIS_URL, getscu, make_config, pydicom_test_file, start_node, storescu
+from tests.support import REDIS_URL, getscu, make_config, pydicom_test_file, start_node, storescu
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm"]
 

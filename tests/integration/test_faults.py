@@ -47,7 +47,7 @@ from sqlalchemy import create_engine, select
 
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
-from tests.conftest import (
+from tests.support import (
     NodeProcess,
     RunningNode,
     getscu,

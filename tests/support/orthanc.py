@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loopback import ShimUnavailable, build_bind_shim
-from tests.conftest import free_port, require
+from tests.support import free_port, require
 
 
 def orthanc_binary() -> str:

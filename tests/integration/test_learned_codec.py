@@ -23,7 +23,7 @@ from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
 from scp_node.imaging.codecs.learned.zoo import save_weights
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
-from tests.conftest import (
+from tests.support import (
     getscu,
     make_config,
     mammogram_files,
@@ -32,7 +32,7 @@ from tests.conftest import (
     start_node,
     storescu,
 )
-from workers.jobs import _encode_smallest
+from workers.jobs import encode_smallest
 from workers.policy import CodecChoice
 
 TILE = 64  # small tiles: every test image spans several, with partial edge tiles
@@ -152,14 +152,14 @@ def test_damage_and_foreign_weights_fail_loudly(weights: Path, tmp_path: Path) -
 def test_node_keeps_the_smallest_of_learned_and_the_standard_codecs(weights: Path) -> None:
     data = pydicom_data_dir().joinpath("MR2_UNCR.dcm").read_bytes()
     choice = CodecChoice("learned", {"weights": str(weights), "tile": TILE})
-    kept = _encode_smallest(data, choice, "test")
+    kept = encode_smallest(data, choice, "test")
     sizes = {
         name: len(encode_instance(data, create_codec(name, **options)).blob)
         for name, options in [("learned", choice.options), ("jpegxl", {}), ("jpegls", {})]
     }
     assert kept.codec == min(sizes, key=sizes.get)
     assert len(kept.blob) == min(sizes.values())
-    forced = _encode_smallest(data, CodecChoice("learned", {**choice.options, "compete": False}), "test")
+    forced = encode_smallest(data, CodecChoice("learned", {**choice.options, "compete": False}), "test")
     assert forced.codec == "learned"
 
 

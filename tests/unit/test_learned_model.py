@@ -6,7 +6,7 @@ import torch
 from pydicom import dcmread
 
 from scp_node.imaging.codecs.learned.model import AUX_LEVELS, ModelConfig, MultiScaleModel
-from tests.conftest import pydicom_test_file
+from tests.support import pydicom_test_file
 
 TINY = ModelConfig(channels=8, aux_channels=2, components=2)
 

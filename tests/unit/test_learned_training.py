@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from scp_node.research.learned_training import TrainingConfig, learning_rate_at, train
-from tests.conftest import pydicom_test_file
+from tests.support import pydicom_test_file
 
 
 def _train(folder: Path, checkpoint: Path, steps: int) -> dict:

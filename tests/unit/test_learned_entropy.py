@@ -31,7 +31,7 @@ from scp_node.imaging.codecs.learned.fixed_point import (
     phi_table,
 )
 from scp_node.imaging.codecs.learned.likelihood import mixture_bits
-from tests.conftest import mixture_from_floats as quantize
+from tests.support import mixture_from_floats as quantize
 
 
 def _mixture(n: int, k: int, *, centre: float, log_scale: float, seed: int) -> Mixture:

@@ -29,7 +29,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from scp_node.imaging.encapsulation import JPEGXLLossless, encode_pixel_data
 from scp_node.index.models import Instance
-from tests.conftest import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
+from tests.support import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
 
 
 @pytest.mark.dcmtk

@@ -30,7 +30,7 @@ from pynetdicom.sop_class import (
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from scp_node.retrieve import load_stored_file
-from tests.conftest import RunningNode, free_port, make_config, pydicom_test_file, start_node
+from tests.support import RunningNode, free_port, make_config, pydicom_test_file, start_node
 
 PEERS = [
     {"ae_title": "VIEWER", "permissions": ["find"]},

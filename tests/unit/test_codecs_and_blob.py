@@ -13,8 +13,8 @@ from scp_node.imaging.blob import BlobError, decode_instance, encode_instance, e
 from scp_node.imaging.codecs import ImageDescription, create_codec, lossless_codecs
 from scp_node.imaging.dicom_layout import PixelFormat, dataset_offset
 from scp_node.imaging.pixels import samples_from_words, words_from_samples
-from tests.conftest import pydicom_data_dir, pydicom_test_file
-from workers.jobs import _encode_verified
+from tests.support import pydicom_data_dir, pydicom_test_file
+from workers.jobs import encode_verified
 from workers.policy import CodecChoice
 
 
@@ -46,7 +46,7 @@ def test_codec_lossless_colour_and_frames(codec_name: str, name: str) -> None:
     except RuntimeError:
         # CharLS refuses some tiny colour images; the compress job must then fall back.
         assert (codec_name, name) == ("jpegls", "SC_rgb_small_odd.dcm")
-        encoded, fell_back = _encode_verified(
+        encoded, fell_back = encode_verified(
             pydicom_test_file(name).read_bytes(), CodecChoice("jpegls"), "test"
         )
         assert fell_back and encoded.codec == "jpegxl"

@@ -18,7 +18,7 @@ from pynetdicom.sop_class import (
 )
 
 from scp_node.index.models import Instance, StorageState
-from tests.conftest import RunningNode, make_config, pydicom_test_file, run_cli, start_node
+from tests.support import RunningNode, make_config, pydicom_test_file, run_cli, start_node
 
 
 def _scu_association(node: RunningNode):
