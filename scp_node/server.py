@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socketserver
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pydicom.uid import (
     UID,
     UID_dictionary,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
+from pynetdicom import AE, AllStoragePresentationContexts, _config, dimse_messages, evt
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification, register_uid, uid_to_service_class
@@ -68,13 +70,20 @@ def register_storage_classes() -> None:
             register_uid(uid, keyword, StorageServiceClass)
 
 
+def receive_transfers_into(folder: Path) -> None:
+    """pynetdicom names a chunked transfer's file with tempfile.NamedTemporaryFile and no
+    folder. Only its call is pointed at incoming/ (which the node sweeps), rather than the
+    process's tempfile.tempdir: no other temporary file may land where it would be swept."""
+    dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=folder)
+
+
 def build_ae(context: NodeContext) -> AE:
     network = context.config.network
     # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
     # so accepting one is a rename), and send stored files without decoding them.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
-    tempfile.tempdir = str(context.spool.incoming)
+    receive_transfers_into(context.spool.incoming)
     register_storage_classes()
 
     ae = AE(ae_title=network.ae_title)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
 from pydicom import dcmread
+from pynetdicom import dimse_messages
 
 from scp_node.context import NodeContext
 from scp_node.imaging.dicom_layout import dataset_offset
@@ -239,3 +241,13 @@ def test_a_second_in_process_node_on_one_data_dir_is_refused(tmp_path: Path) -> 
     finally:
         node.stop()
     start_node(config).stop()  # released with the server
+
+
+def test_only_received_transfers_are_written_into_the_swept_folder(node: RunningNode) -> None:
+    """incoming/ is swept of idle files: pynetdicom's transfers go there, and no other
+    temporary file of the process does."""
+    incoming = node.context.spool.incoming
+    assert Path(tempfile.gettempdir()) != incoming
+    with dimse_messages.NamedTemporaryFile(delete=True, suffix=".dcm") as transfer:
+        assert Path(transfer.name).parent == incoming
+    assert storescu(node.port, [pydicom_test_file("CT_small.dcm")]).returncode == 0
