@@ -33,8 +33,6 @@ from scp_node.index.repository import instances_to_resume, save_peer
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from scp_node.tls import server_context
-from workers import jobs
-from workers.policy import validate_policy
 from workers.queue import JobQueue
 from workers.retention import purge_expired_originals
 
@@ -215,8 +213,9 @@ def log_rejected_contexts(event: Event, access: AccessControl) -> None:
 
 
 def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer | None:
-    """Raises StartRefused before touching the data dir or the queue when another node serves
-    the same data dir or the address is taken."""
+    """Serve an opened runtime (`workers.runtime.open_runtime`). Raises StartRefused before
+    touching the data dir or the queue when another node serves the same data dir or the
+    address is taken."""
     network = context.config.network
     lock = DataDirLock(context.config.storage.data_dir)
     try:
@@ -248,7 +247,6 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer |
 
 def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> NodeServer:
     """Bind the address first: a node that cannot listen must not run recovery or jobs."""
-    validate_policy(context.config.compression)
     for name, reason in unavailable_codecs().items():
         log.info("codec %s unavailable: %s", name, reason)
     access = AccessControl(context)
@@ -281,7 +279,6 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
             f"cannot listen on {network.host}:{network.port} (network.host / network.port): {exc.strerror}"
         ) from None
     ae._servers.append(server)  # as ae.start_server does; server.shutdown() expects it there
-    jobs.bind(context)
     seed_peers(context)
     recover(context, queue)
     return server

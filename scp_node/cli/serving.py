@@ -16,21 +16,18 @@ log = logging.getLogger("scp_node.cli")  # the name the log lines have always sh
 
 
 def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
-    from scp_node.context import NodeContext
     from scp_node.server import StartRefused, start
-    from workers.queue import open_queue
+    from workers.runtime import open_runtime
 
-    context = NodeContext.open(config)
-    queue = open_queue(config.queue)
+    runtime = open_runtime(config)
     try:
-        server = start(context, queue, block=False)
+        server = start(runtime.context, runtime.queue, block=False)
         _serve_until_stopped(server, config.network)
     except StartRefused as exc:
         print(f"scp-node: {exc}", file=sys.stderr)
         return 2
     finally:
-        queue.close()
-        context.close()
+        runtime.close()
     log.info("shut down cleanly")
     return 0
 
@@ -69,18 +66,17 @@ def worker(config: NodeConfig, args: argparse.Namespace) -> int:
         return 2
     from rq import SimpleWorker
 
-    from scp_node.context import NodeContext
-    from workers import jobs
-    from workers.policy import validate_policy
     from workers.queue import RedisQueue
+    from workers.runtime import open_runtime
 
-    context = NodeContext.open(config)
-    validate_policy(config.compression)
-    jobs.bind(context)
-    queue = RedisQueue(config.queue)
-    # SimpleWorker runs jobs in this process: codecs (and a GPU) are loaded once and kept.
-    rq_worker = SimpleWorker([queue.rq_queue], connection=queue.rq_queue.connection)
-    rq_worker.work(burst=args.burst, with_scheduler=False)
+    runtime = open_runtime(config)
+    try:
+        assert isinstance(runtime.queue, RedisQueue)  # queue.redis_url is set
+        # SimpleWorker runs jobs in this process: codecs (and a GPU) are loaded once and kept.
+        rq_queue = runtime.queue.rq_queue
+        SimpleWorker([rq_queue], connection=rq_queue.connection).work(burst=args.burst, with_scheduler=False)
+    finally:
+        runtime.close()
     return 0
 
 

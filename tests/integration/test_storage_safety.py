@@ -21,7 +21,6 @@ import yaml
 from pydicom import dcmread
 from pynetdicom import dimse_messages
 
-from scp_node.context import NodeContext
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
 from scp_node.server import StartRefused, start
@@ -38,7 +37,7 @@ from tests.support import (
     start_node,
     storescu,
 )
-from workers.queue import open_queue
+from workers.runtime import open_runtime
 
 
 def _ct_series(count: int) -> list[Path]:
@@ -230,14 +229,12 @@ def test_a_second_in_process_node_on_one_data_dir_is_refused(tmp_path: Path) -> 
     node = start_node(config)
     try:
         other = config.model_copy(update={"network": config.network.model_copy(update={"port": free_port()})})
-        context = NodeContext.open(other)
-        queue = open_queue(other.queue)
+        runtime = open_runtime(other)
         try:
             with pytest.raises(StartRefused, match="is in use by scp-node serve pid"):
-                start(context, queue, block=False)
+                start(runtime.context, runtime.queue, block=False)
         finally:
-            queue.close()
-            context.close()
+            runtime.close()
     finally:
         node.stop()
     start_node(config).stop()  # released with the server

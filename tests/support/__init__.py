@@ -25,7 +25,8 @@ from sqlalchemy import create_engine, text
 from scp_node.config import NodeConfig, load_config
 from scp_node.context import NodeContext
 from scp_node.server import start
-from workers.queue import InProcessQueue, JobQueue, open_queue
+from workers.queue import InProcessQueue, JobQueue
+from workers.runtime import open_runtime
 
 IN_CI = os.environ.get("CI") == "true"
 SHARED_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
@@ -125,8 +126,8 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeC
 
 
 def start_node(config: NodeConfig) -> RunningNode:
-    context = NodeContext.open(config)
-    queue = open_queue(config.queue)
+    runtime = open_runtime(config)
+    context, queue = runtime.context, runtime.queue
     server = start(context, queue, block=False)
     return RunningNode(config, context, queue, server)
 
