@@ -49,6 +49,9 @@ RECEIVED_SYNTAXES = [
 UNIVERSAL = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 # What the node can send for any stored instance, in the order it prefers.
 SENT_SYNTAXES = [*UNIVERSAL, *ENCODABLE, ExplicitVRBigEndian]
+# Taken on a sending context only when the requester offers nothing else: an already-lossy
+# instance then goes out as it came, and the others of its class fail (never made lossy).
+LOSSY_AS_STORED = [ts for ts in RECEIVED_SYNTAXES if ts not in _LOSSLESS and ts not in UNCOMPRESSED]
 # Verification and query/retrieve messages are small: Implicit VR Little Endian first, the
 # default syntax every DICOM application must support (PS3.5 10.1).
 MESSAGE_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
@@ -58,14 +61,16 @@ def for_requester(
     supported: Iterable[PresentationContext], roles: Iterable[SCP_SCU_RoleSelectionNegotiation]
 ) -> list[PresentationContext]:
     """The node's contexts for one association: those whose class the requester asked to act
-    as Storage SCP for offer only SENT_SYNTAXES."""
+    as Storage SCP for offer SENT_SYNTAXES, then lossy syntaxes as a last resort."""
     receiving = {str(role.sop_class_uid) for role in roles if role.scp_role}
     contexts = []
     for cx in supported:
         if str(cx.abstract_syntax) in receiving:
             sending = PresentationContext()
             sending.abstract_syntax = cx.abstract_syntax
-            sending.transfer_syntax = [ts for ts in SENT_SYNTAXES if ts in cx.transfer_syntax]
+            sending.transfer_syntax = [
+                ts for ts in (*SENT_SYNTAXES, *LOSSY_AS_STORED) if ts in cx.transfer_syntax
+            ]
             sending.scu_role, sending.scp_role = cx.scu_role, cx.scp_role
             cx = sending
         contexts.append(cx)

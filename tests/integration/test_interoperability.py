@@ -280,3 +280,25 @@ def test_jpeg_xl_input_is_kept_as_sent_and_decoded_for_who_cannot_take_it(node: 
         (copy,) = received
         assert copy.file_meta.TransferSyntaxUID == syntax
         assert (_words(copy) == _words(source)).all()
+
+
+def test_a_requester_offering_only_a_lossy_syntax_gets_already_lossy_instances_as_stored(
+    node: RunningNode,
+) -> None:
+    """Lossy syntaxes come last on a sending context: taken only when nothing else is offered,
+    and then used only for instances that arrived lossy (sent as they came)."""
+    lossy = dcmread(pydicom_test_file("SC_jpeg_no_color_transform.dcm"))  # JPEG Baseline, kept as sent
+    _store_as_they_are(node, [lossy])
+    syntax = str(lossy.file_meta.TransferSyntaxUID)
+    statuses, received = _get_study(node.port, lossy.StudyInstanceUID, {lossy.SOPClassUID: [[syntax]]})
+    assert statuses[-1] == 0x0000, [hex(code) for code in statuses]
+    (copy,) = received
+    assert copy.file_meta.TransferSyntaxUID == syntax
+    assert copy.PixelData == lossy.PixelData
+    # Offered with Explicit VR too, Explicit wins: the node prefers what it can always produce.
+    proposal = {lossy.SOPClassUID: [[syntax, ExplicitVRLittleEndian]]}
+    statuses, received = _get_study(node.port, lossy.StudyInstanceUID, proposal)
+    assert statuses[-1] == 0x0000
+    (copy,) = received
+    assert copy.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (copy.pixel_array == lossy.pixel_array).all()
