@@ -128,8 +128,11 @@ def _log_stored(uid: str, encoded: EncodedInstance) -> None:
 
 def _superseded(context: NodeContext, work: _Work) -> bool:
     with context.sessions() as session:
-        instance = find_instance(session, work.uid)
-        return instance is None or instance.spool_path != work.spool_path
+        try:
+            states.version_of(session, work.uid, work.spool_path)
+        except Superseded:
+            return True
+        return False
 
 
 def _stored(context: NodeContext, uid: str, encoded: EncodedInstance, fell_back: bool) -> StoredBlob:

@@ -28,8 +28,9 @@ from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from scp_node.context import NodeContext
-from scp_node.index.models import Instance, StorageState
+from scp_node.index.models import Instance
 from scp_node.index.repository import find_instance, find_peer
+from scp_node.index.states import HELD
 from scp_node.negotiation import MESSAGE_SYNTAXES
 from scp_node.tls import client_context
 
@@ -42,9 +43,6 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 # Failure Reasons (PS3.4 J.3.3.1.1)
 PROCESSING_FAILURE, NO_SUCH_INSTANCE, CLASS_INSTANCE_CONFLICT = 0x0110, 0x0112, 0x0119
 NO_SUCH_ACTION, MISSING_ATTRIBUTE = 0x0123, 0x0120  # N-ACTION statuses
-# States in which the node holds the instance it was sent (a replaced original is kept only
-# until its lossy copy's policy drops it: the modality must not count on it).
-HELD = (StorageState.RECEIVED, StorageState.QUEUED, StorageState.COMPRESSED, StorageState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,6 @@ class CommitmentReporter:
         self._lock = threading.Lock()
 
     def handle_n_action(self, event: Event) -> tuple[int, Dataset | None]:
-        if event.request.RequestedSOPClassUID != StorageCommitmentPushModel:
-            return NO_SUCH_ACTION, None
         if event.action_type != REQUEST_COMMITMENT:
             return NO_SUCH_ACTION, None
         info = event.action_information

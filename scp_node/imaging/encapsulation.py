@@ -24,6 +24,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from scp_node.imaging.blob import NATIVE_PHOTOMETRICS
+
 # DICOM's JPEG XL Lossless transfer syntax (PS3.5 A.4.11; newer than pydicom's UID list).
 JPEGXLLossless = UID("1.2.840.10008.1.2.4.110")
 
@@ -88,7 +90,7 @@ def _frames(ds: Dataset) -> list[np.ndarray]:
     """Each frame's words as (rows, columns) or (rows, columns, samples)."""
     if ds.BitsAllocated not in (8, 16):
         raise NotEncodable(f"{ds.BitsAllocated} bits allocated")
-    if ds.PhotometricInterpretation not in ("MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL"):
+    if ds.PhotometricInterpretation not in NATIVE_PHOTOMETRICS:
         raise NotEncodable(f"photometric interpretation {ds.PhotometricInterpretation}")
     dtype = np.dtype(np.uint8) if ds.BitsAllocated == 8 else np.dtype("<u2")
     frames, samples = int(ds.get("NumberOfFrames") or 1), ds.SamplesPerPixel

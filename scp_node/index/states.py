@@ -21,6 +21,9 @@ from scp_node.index.repository import find_instance, unreferenced
 
 # States in which a compress job has nothing left to do.
 DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
+# States in which the node holds the instance it was sent, for good (a replaced original is
+# kept only until its lossy copy's policy drops it: a modality must not count on it).
+HELD = (StorageState.RECEIVED, StorageState.QUEUED, StorageState.COMPRESSED, StorageState.FAILED)
 
 
 class Superseded(Exception):

@@ -456,23 +456,15 @@ def test_stats_watch_samples_then_stops(fresh_index: Path, tmp_path: Path) -> No
     assert all("queue 2 done 0 0.00 instances/s 0.00 MB/s ETA -" in line for line in lines)
 
 
+def _watch_command(config_file: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "scp_node.cli", "stats", "--watch", *options, "--config", str(config_file)]
+
+
 def test_stats_watch_progress_on_a_terminal(fresh_index: Path, tmp_path: Path) -> None:
     """On a terminal, rich draws the states and a progress bar with rates and the ETA."""
     _add_instances(tmp_path, [{"state": "compressed", "received_size": 100, "stored_size": 10}])
     watched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scp_node.cli",
-            "stats",
-            "--watch",
-            "--interval",
-            "0.1",
-            "--count",
-            "2",
-            "--config",
-            str(fresh_index),
-        ],
+        _watch_command(fresh_index, "--interval", "0.1", "--count", "2"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -485,17 +477,7 @@ def test_stats_watch_progress_on_a_terminal(fresh_index: Path, tmp_path: Path) -
 
 def test_stats_watch_stops_on_ctrl_c(fresh_index: Path) -> None:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scp_node.cli",
-            "stats",
-            "--watch",
-            "--interval",
-            "0.2",
-            "--config",
-            str(fresh_index),
-        ],
+        _watch_command(fresh_index, "--interval", "0.2"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
