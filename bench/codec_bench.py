@@ -7,7 +7,7 @@ a codec does on idealised arrays. Every round trip is checked bit for bit: a cod
 anything on an image is counted as failed there and left out of its sizes and speeds, never
 averaged away, and the run exits with status 1.
 
-    python bench/codec_bench.py FOLDER [FOLDER ...] [--codecs jpegls,jpegxl] [--out bench/out]
+    python -m bench.codec_bench FOLDER [FOLDER ...] [--codecs jpegls,jpegxl] [--out bench/out]
         [--markdown FILE] [--held-out]
 
 --held-out keeps only the patients `image_corpus.split_by_patient` holds out of training (and
@@ -22,12 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import shlex
 import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,8 +33,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from tables import markdown_table, text_table
 
+from bench.arguments import add_folders, benchmark_parser
+from bench.modality_groups import GROUP_ORDER, group_title, groups_present, in_group
+from bench.run_header import run_lines
+from bench.tables import markdown_table, text_table
+from bench.timing import mpix_per_second, time_round_trip
 from scp_node.imaging.codecs import (
     Codec,
     CodecUnavailable,
@@ -48,8 +48,7 @@ from scp_node.imaging.codecs import (
 from scp_node.imaging.codecs.learned.codec import STANDARD_RIVALS
 from scp_node.research.image_corpus import Corpus, Image, load_corpus, split_by_patient
 
-GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT")
-OVERALL = "all"
+PROGRAM = "bench.codec_bench"  # run as `python -m PROGRAM`
 TABLE_HEADER = ("codec", "images", "failed", "bpsp", "ratio", "enc MPix/s", "dec MPix/s")
 
 
@@ -101,23 +100,19 @@ def measure(codec: Codec, image: Image) -> Result:
         "native_bytes": image.native_bytes,
     }
     try:
-        start = time.perf_counter()
-        payload = codec.encode(image.samples, image.desc)
-        encoded = time.perf_counter()
-        decoded = codec.decode(payload, image.desc)
-        decoded_at = time.perf_counter()
+        trip = time_round_trip(codec, image.samples, image.desc)
     except Exception as exc:  # any codec error must end up in the report
         return Result(**base, exact=False, error=f"{type(exc).__name__}: {exc}")
-    exact = decoded.shape == image.samples.shape and np.array_equal(decoded, image.samples)
+    exact = trip.decoded.shape == image.samples.shape and np.array_equal(trip.decoded, image.samples)
     return Result(
         **base,
         exact=exact,
         error=None if exact else "decoded pixels differ from the input",
-        payload_bytes=len(payload),
-        bpsp=8 * len(payload) / image.sample_count,
-        ratio=image.native_bytes / len(payload),
-        encode_mpix_s=image.pixel_count / (encoded - start) / 1e6,
-        decode_mpix_s=image.pixel_count / (decoded_at - encoded) / 1e6,
+        payload_bytes=len(trip.payload),
+        bpsp=8 * len(trip.payload) / image.sample_count,
+        ratio=image.native_bytes / len(trip.payload),
+        encode_mpix_s=mpix_per_second(image.pixel_count, trip.encode_seconds),
+        decode_mpix_s=mpix_per_second(image.pixel_count, trip.decode_seconds),
     )
 
 
@@ -152,8 +147,8 @@ def node_choice(results: Sequence[Result]) -> list[Result]:
 def mix_lines(chosen: Sequence[Result]) -> list[str]:
     """Which codec the node keeps, per modality group."""
     lines = []
-    for group in [g for g in GROUP_ORDER if any(r.modality == g for r in chosen)] + [OVERALL]:
-        counts = Counter(r.kept for r in chosen if group in (OVERALL, r.modality))
+    for group in groups_present(r.modality for r in chosen):
+        counts = Counter(r.kept for r in chosen if in_group(group, r.modality))
         lines.append(f"node keeps ({group}): " + ", ".join(f"{c} {n}" for c, n in counts.most_common()))
     return lines
 
@@ -177,15 +172,13 @@ def summarise(codec: str, results: Sequence[Result]) -> Summary:
 
 
 def summaries_by_group(codecs: Sequence[str], results: Sequence[Result]) -> dict[str, list[Summary]]:
-    """Per modality group in GROUP_ORDER (only groups with images), then all images together."""
-    present = {r.modality for r in results}
-    groups = [g for g in GROUP_ORDER if g in present] + [OVERALL]
+    """Per modality group with images, then all images together."""
     return {
         group: [
-            summarise(codec, [r for r in results if r.codec == codec and group in (OVERALL, r.modality)])
+            summarise(codec, [r for r in results if r.codec == codec and in_group(group, r.modality)])
             for codec in codecs
         ]
-        for group in groups
+        for group in groups_present(r.modality for r in results)
     }
 
 
@@ -206,20 +199,6 @@ def table_rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
             number(s.decode_mpix_s, 2),
         )
         for s in summaries
-    ]
-
-
-def group_title(group: str, results: Sequence[Result]) -> str:
-    count = len({r.path for r in results if group in (OVERALL, r.modality)})
-    return f"{group} ({count} images)"
-
-
-def run_lines(started: datetime) -> list[str]:
-    """Enough to reproduce the run and to compare its speeds: the command, when, and where."""
-    return [
-        f"command: python {shlex.join(sys.argv)}",
-        f"date: {started.isoformat(timespec='seconds')}",
-        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
     ]
 
 
@@ -309,8 +288,8 @@ def codec_list(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    parser = benchmark_parser(PROGRAM, __doc__)
+    add_folders(parser)
     parser.add_argument(
         "--codecs",
         type=codec_list,
@@ -320,16 +299,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="plot and JSON folder")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     parser.add_argument("--held-out", action="store_true", help="only the held-out patients")
-    args = parser.parse_args(argv)
-    for folder in args.folders:
-        if not folder.is_dir():
-            parser.error(f"not a folder: {folder}")
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    header = run_lines(datetime.now(UTC))
+    header = run_lines(PROGRAM, datetime.now(UTC))
     try:  # an unknown or unusable codec fails here, before minutes of work
         codecs = [create_codec(name) for name in args.codecs]
     except CodecUnavailable as exc:

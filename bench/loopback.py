@@ -1,12 +1,15 @@
-"""Keep a server that always binds the wildcard address (Orthanc 1.10 has no listen-address
-option) on loopback: an LD_PRELOAD library whose bind() turns 0.0.0.0 / :: into 127.0.0.1 / ::1.
+"""Servers under test stay on loopback: free ports on 127.0.0.1, an LD_PRELOAD library for a
+server that always binds the wildcard address (Orthanc 1.10 has no listen-address option) whose
+bind() turns 0.0.0.0 / :: into 127.0.0.1 / ::1, and what a port really listens on.
 
-Used by bench/network_bench.py and by the tests that run Orthanc as a peer.
+Used by `bench.network` and by the tests that run Orthanc as a peer.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -62,3 +65,32 @@ def build_bind_shim(workdir: Path) -> Path:
     if result.returncode != 0:
         raise ShimUnavailable(f"cannot build the loopback bind() shim:\n{result.stderr}")
     return library
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def listen_addresses(port: int) -> set[str]:
+    """Local addresses of the TCP sockets listening on `port`, from /proc/net/tcp{,6}: what a
+    server really bound, whatever its configuration says."""
+    found: set[str] = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                found.add(_proc_address(address))
+    return found
+
+
+def _proc_address(text: str) -> str:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]  # four host-order 32-bit words
+    return str(ipaddress.IPv6Address(b"".join(words)))

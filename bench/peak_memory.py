@@ -7,7 +7,7 @@ codec; then the kernel's high-water mark is reset (/proc/self/clear_refs, Linux)
 resident set at that point is the base. The peak while encoding and decoding, minus the base,
 is the codec's own working memory.
 
-    python bench/peak_memory.py MAMMOGRAM.dcm [--codecs learned,jpegxl,jpegls] [--markdown FILE]
+    python -m bench.peak_memory MAMMOGRAM.dcm [--codecs learned,jpegxl,jpegls] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tables import markdown_table, text_table
 
+from bench.arguments import benchmark_parser
+from bench.tables import markdown_table, text_table
+from bench.timing import mpix_per_second, time_round_trip
 from scp_node.imaging.blob import extract_samples
 from scp_node.imaging.codecs import ImageDescription, create_codec
 
+PROGRAM = "bench.peak_memory"  # run as `python -m PROGRAM`, and so is each child
 ROWS, COLUMNS = 4096, 3328
 HEADER = ("codec", "MPix", "bpsp", "enc MPix/s", "dec MPix/s", "peak MB over base", "base MB")
 
@@ -57,20 +59,15 @@ def measure_in_this_process(array: Path, codec_name: str) -> dict[str, float | s
     desc = ImageDescription(*samples.shape, bit_depth=int(samples.max()).bit_length())
     codec = create_codec(codec_name)
     base = _reset_peak()
-    start = time.perf_counter()
-    payload = codec.encode(samples, desc)
-    encoded = time.perf_counter()
-    decoded = codec.decode(payload, desc)
-    done = time.perf_counter()
-    if not np.array_equal(decoded, samples):
+    trip = time_round_trip(codec, samples, desc)
+    if not np.array_equal(trip.decoded, samples):
         raise SystemExit(f"{codec_name}: decoded pixels differ")
-    mpix = samples.size / 1e6
     return {
         "codec": codec_name,
-        "mpix": mpix,
-        "bpsp": 8 * len(payload) / samples.size,
-        "encode_mpix_s": mpix / (encoded - start),
-        "decode_mpix_s": mpix / (done - encoded),
+        "mpix": samples.size / 1e6,
+        "bpsp": 8 * len(trip.payload) / samples.size,
+        "encode_mpix_s": mpix_per_second(samples.size, trip.encode_seconds),
+        "decode_mpix_s": mpix_per_second(samples.size, trip.decode_seconds),
         "peak_mb": _status_mb("VmHWM") - base,
         "base_mb": base,
     }
@@ -92,7 +89,7 @@ def rows(results: Sequence[dict]) -> list[tuple[str, ...]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(PROGRAM, __doc__)
     parser.add_argument("image", type=Path, help="a DICOM mammogram (with --child: the .npy)")
     parser.add_argument("--codecs", default="learned,jpegxl,jpegls")
     parser.add_argument("--markdown", type=Path)
@@ -116,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_child(array: Path, codec_name: str) -> dict:
     child = subprocess.run(
-        [sys.executable, __file__, str(array), "--child", codec_name],
+        [sys.executable, "-m", PROGRAM, str(array), "--child", codec_name],
         capture_output=True,
         text=True,
         check=True,

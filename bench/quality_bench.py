@@ -13,7 +13,7 @@ absolute error, and encode / decode seconds per image.
 bound mean something, picture quality does not). `--crop N` keeps each image's centre N x N,
 for CPU runs of the diffusion model.
 
-    python bench/quality_bench.py FOLDER [FOLDER ...] [--held-out] [--crop N]
+    python -m bench.quality_bench FOLDER [FOLDER ...] [--held-out] [--crop N]
         [--ldm-weights DIR | --tiny-ldm] [--ldm-steps 20] [--markdown FILE]
 """
 
@@ -32,15 +32,18 @@ from pathlib import Path
 import imagecodecs
 import jpeg_ls
 import numpy as np
-from tables import markdown_table, text_table
 
+from bench.arguments import add_folders, benchmark_parser
+from bench.modality_groups import group_title, groups_present, in_group
+from bench.tables import markdown_table, text_table
+from bench.timing import time_round_trip
 from scp_node.config import CompressionConfig, LdmConfig
-from scp_node.imaging.codecs import ImageDescription, configure, create_codec
+from scp_node.imaging.codecs import ImageDescription, SiteCodecs
 from scp_node.research.image_corpus import Image, load_corpus, split_by_patient
 from scp_node.research.image_quality import fsim, psnr, ssim
 from scp_node.research.tiny_pipeline import save_tiny_pipeline
 
-GROUP_ORDER = ("CR/DX", "MG", "CT", "MR", "US", "OT", "all")
+PROGRAM = "bench.quality_bench"  # run as `python -m PROGRAM`
 HEADER = ("configuration", "images", "bpsp", "ratio", "PSNR", "SSIM", "FSIM", "max err", "enc s", "dec s")
 DELTAS = (1, 2, 4)
 Coder = Callable[[np.ndarray, ImageDescription], tuple[int, np.ndarray]]  # -> (bytes, decoded)
@@ -60,16 +63,6 @@ class Measure:
     max_error: int
     encode_s: float
     decode_s: float
-
-
-def codec_coder(name: str, **options: object) -> Coder:
-    codec = create_codec(name, **options)
-
-    def run(samples: np.ndarray, desc: ImageDescription) -> tuple[int, np.ndarray]:
-        payload = codec.encode(samples, desc)
-        return len(payload), codec.decode(payload, desc)
-
-    return run
 
 
 def jpegls_near_lossless(delta: int) -> Coder:
@@ -142,19 +135,16 @@ def measure(configuration: str, coder: Coder, image: Image) -> Measure:
     )
 
 
-def measure_codec(configuration: str, name: str, options: dict, image: Image) -> Measure:
+def measure_codec(configuration: str, codecs: SiteCodecs, name: str, options: dict, image: Image) -> Measure:
     """As `measure`, with encode and decode timed apart (the node's codecs can be)."""
-    codec = create_codec(name, **options)
-    start = time.perf_counter()
-    payload = codec.encode(image.samples, image.desc)
-    encoded = time.perf_counter()
-    decoded = codec.decode(payload, image.desc)
-    done = time.perf_counter()
-    result = measure(configuration, lambda *_: (len(payload), decoded), image)
-    return Measure(**{**result.__dict__, "encode_s": encoded - start, "decode_s": done - encoded})
+    trip = time_round_trip(codecs.create(name, **options), image.samples, image.desc)
+    result = measure(configuration, lambda *_: (len(trip.payload), trip.decoded), image)
+    return replace(result, encode_s=trip.encode_seconds, decode_s=trip.decode_seconds)
 
 
-def run(images: Sequence[Image], upscalers: dict[str, str]) -> tuple[list[Measure], list[str]]:
+def run(
+    images: Sequence[Image], codecs: SiteCodecs, upscalers: dict[str, str]
+) -> tuple[list[Measure], list[str]]:
     """All configurations on every image; a configuration that raises is reported, not fatal.
     `upscalers`: row label -> codec name."""
     results: list[Measure] = []
@@ -163,7 +153,7 @@ def run(images: Sequence[Image], upscalers: dict[str, str]) -> tuple[list[Measur
     def attempt(image: Image, configuration: str, coder: Coder | None, codec: str = "", **options: int):
         try:
             if coder is None:
-                result = measure_codec(configuration, codec, options, image)
+                result = measure_codec(configuration, codecs, codec, options, image)
             else:
                 result = measure(configuration, coder, image)
         except Exception as exc:  # a reference codec refusing an image must not end the run
@@ -193,18 +183,18 @@ def centre_crop(image: Image, side: int) -> Image:
     return replace(image, samples=samples, desc=replace(image.desc, rows=rows, columns=columns))
 
 
-def upscalers_for(args: argparse.Namespace, scratch: Path) -> dict[str, str]:
-    """Row label -> codec; configures `ldm` with the real or the tiny pipeline if asked."""
+def upscalers_for(args: argparse.Namespace, scratch: Path) -> tuple[SiteCodecs, dict[str, str]]:
+    """The codecs, with `ldm` on the real or the tiny pipeline if asked, and row label -> codec."""
     weights = args.ldm_weights or (save_tiny_pipeline(scratch / "tiny-ldm") if args.tiny_ldm else None)
     if weights is None:
-        return {"bicubic": "bicubic"}
-    configure(CompressionConfig(ldm=LdmConfig(weights_dir=weights, steps=args.ldm_steps)))
-    return {"bicubic": "bicubic", "ldm" if args.ldm_weights else "ldm-tiny": "ldm"}
+        return SiteCodecs(), {"bicubic": "bicubic"}
+    codecs = SiteCodecs(CompressionConfig(ldm=LdmConfig(weights_dir=weights, steps=args.ldm_steps)))
+    return codecs, {"bicubic": "bicubic", "ldm" if args.ldm_weights else "ldm-tiny": "ldm"}
 
 
 def summary_rows(results: Sequence[Measure], group: str) -> list[tuple[str, ...]]:
     rows = []
-    chosen = [r for r in results if group in ("all", r.modality)]
+    chosen = [r for r in results if in_group(group, r.modality)]
     for configuration in dict.fromkeys(r.configuration for r in chosen):
         mine = [r for r in chosen if r.configuration == configuration]
         payload = sum(r.payload_bytes for r in mine)
@@ -228,8 +218,8 @@ def summary_rows(results: Sequence[Measure], group: str) -> list[tuple[str, ...]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    parser = benchmark_parser(PROGRAM, __doc__)
+    add_folders(parser)
     parser.add_argument("--held-out", action="store_true", help="only the held-out patients")
     parser.add_argument("--crop", type=int, help="keep each image's centre N x N")
     model = parser.add_mutually_exclusive_group()
@@ -242,9 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = split_by_patient(images).held_out if args.held_out else images
     images = [centre_crop(image, args.crop) for image in images] if args.crop else images
     with tempfile.TemporaryDirectory() as scratch:
-        results, failures = run(images, upscalers_for(args, Path(scratch)))
-    groups = [g for g in GROUP_ORDER if g == "all" or any(r.modality == g for r in results)]
-    titles = {g: f"{g} ({len({r.path for r in results if g in ('all', r.modality)})} images)" for g in groups}
+        results, failures = run(images, *upscalers_for(args, Path(scratch)))
+    groups = groups_present(r.modality for r in results)
+    titles = {g: group_title(g, results) for g in groups}
     notes = [
         "PSNR, SSIM, FSIM: means over images (PSNR over its finite values).",
         "enc s of the JPEG-LS and JPEG 2000 rows is encode and decode together.",

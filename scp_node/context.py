@@ -1,5 +1,5 @@
 """Everything a running node (or worker, or admin command) holds open: config, index, spool,
-blobs, and the codec registry's site settings (weights that decoding a blob may need)."""
+blobs, and the codecs as the site configured them (weights that decoding a blob may need)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from scp_node.config import NodeConfig
-from scp_node.imaging.codecs import configure
+from scp_node.imaging.codecs import SiteCodecs
 from scp_node.index.database import check_schema, create_index_engine, session_factory, upgrade
 from scp_node.index.repository import unreferenced
 from scp_node.storage.blobs import BlobStore
@@ -26,6 +26,7 @@ class NodeContext:
     sessions: sessionmaker[Session]
     spool: Spool
     blobs: BlobStore
+    codecs: SiteCodecs
 
     @classmethod
     def open(cls, config: NodeConfig, *, migrate: bool = True) -> NodeContext:
@@ -38,13 +39,13 @@ class NodeContext:
         else:
             check_schema(config.database_url)
         engine = create_index_engine(config.database_url)
-        configure(config.compression)
         return cls(
             config=config,
             engine=engine,
             sessions=session_factory(engine),
             spool=Spool(config.storage.data_dir),
             blobs=BlobStore(config.storage.data_dir),
+            codecs=SiteCodecs(config.compression),
         )
 
     def discard_unreferenced(self, paths: Iterable[str | Path | None]) -> None:

@@ -19,7 +19,9 @@ from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from scp_node.errors import ServiceError
 from scp_node.imaging.blob import decode_instance
+from scp_node.imaging.codecs import SiteCodecs
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.imaging.encapsulation import (
     ENCODABLE,
@@ -34,8 +36,7 @@ from scp_node.negotiation import UNCOMPRESSED
 log = logging.getLogger(__name__)
 
 
-
-class RetrieveError(RuntimeError):
+class RetrieveError(ServiceError):
     """The instance cannot be produced, or not in any syntax the requester accepted."""
 
 
@@ -52,12 +53,12 @@ class StoredFile:
         return self.transfer_syntax == self.received_syntax
 
 
-def load_stored_file(instance: Instance) -> StoredFile:
+def load_stored_file(instance: Instance, codecs: SiteCodecs) -> StoredFile:
     """The instance as a Part-10 file, digest-checked: byte-identical to what was received
     unless compressed input was stored with a pixel codec (then Explicit VR Little Endian)."""
     received = UID(instance.transfer_syntax_uid)
     if instance.blob_path:
-        rebuilt = decode_instance(Path(instance.blob_path).read_bytes())
+        rebuilt = decode_instance(Path(instance.blob_path).read_bytes(), codecs)
         stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)
         if not stored.as_received:
             return stored  # compressed input decoded: its pixels were verified at encode time

@@ -23,12 +23,12 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from scp_node.access import OPERATION_OF_CONTEXT, AccessControl, gated_request_handler
 from scp_node.context import NodeContext
+from scp_node.errors import ServiceError
 from scp_node.handlers.commitment import CommitmentReporter
 from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.get import handle_get
 from scp_node.handlers.move import handle_move
 from scp_node.handlers.store import handle_store
-from scp_node.imaging.codecs import unavailable_codecs
 from scp_node.index.repository import instances_to_resume, save_peer
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
@@ -39,7 +39,7 @@ from workers.retention import purge_expired_originals
 log = logging.getLogger(__name__)
 
 
-class StartRefused(Exception):
+class StartRefused(ServiceError):
     """The node cannot start as configured; the message names the setting (one line for the admin)."""
 
 
@@ -247,7 +247,7 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer |
 
 def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> NodeServer:
     """Bind the address first: a node that cannot listen must not run recovery or jobs."""
-    for name, reason in unavailable_codecs().items():
+    for name, reason in context.codecs.unavailable().items():
         log.info("codec %s unavailable: %s", name, reason)
     access = AccessControl(context)
     commitment = CommitmentReporter(context)

@@ -7,6 +7,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,9 @@ from tests.support import (
     start_node,
     temporary_database,
 )
+
+if TYPE_CHECKING:
+    from scp_node.imaging.codecs import SiteCodecs
 
 
 @pytest.fixture(scope="session")
@@ -64,12 +68,8 @@ def tiny_ldm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def ldm_settings(tiny_ldm_dir: Path) -> Iterator[CompressionConfig]:
-    """The codec registry configured with the tiny pipeline as compression.ldm.weights_dir."""
-    from scp_node.imaging.codecs import configure
+def ldm_codecs(tiny_ldm_dir: Path) -> SiteCodecs:
+    """A site's codecs with the tiny pipeline as compression.ldm.weights_dir."""
+    from scp_node.imaging.codecs import SiteCodecs
 
-    settings = CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir))
-    configure(settings)
-    yield settings
-    configure(CompressionConfig())
-
+    return SiteCodecs(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir)))

@@ -4,9 +4,11 @@ Where a rule names a lossy codec, the job stores a lossy copy under a new SOP In
 (`workers.lossy_copy`) that replaces the original in queries and retrievals; the original is
 kept losslessly until compression.lossy says to drop it, or dropped at once.
 
-Job functions take only a SOP Instance UID so RQ can pickle them; the process that runs them
-binds its NodeContext once with `bind()`. A job is idempotent: it re-reads the index, skips
-work already done, and a blob written twice lands on the same content-addressed path.
+A job is the context of the process that runs it plus a SOP Instance UID: the UID is all a
+queue carries (RQ pickles it), the context is handed over by whoever runs the job (the
+in-process queue's threads, or `workers.rq_worker.NodeWorker`). A job is idempotent: it
+re-reads the index and skips work already done; a job that loses a race to another one for
+the same row leaves the winner's files alone.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from pathlib import Path
 from sqlalchemy.orm.exc import StaleDataError
 
 from scp_node.context import NodeContext
-from scp_node.imaging.blob import EncodedInstance, VerificationError, encode_instance
-from scp_node.imaging.codecs import CodecUnavailable
-from scp_node.imaging.pixels import UnsupportedPixels
+from scp_node.imaging.blob import EncodedInstance, encode_instance
+from scp_node.imaging.codecs import CodecUnavailable, SiteCodecs
+from scp_node.imaging.errors import ImagingError
 from scp_node.index import states
 from scp_node.index.models import utcnow
 from scp_node.index.repository import find_instance
@@ -38,27 +40,13 @@ from workers.policy import CodecChoice, choose_codec, codec_for, default_choice,
 
 log = logging.getLogger(__name__)
 
-_context: NodeContext | None = None
 
-
-def bind(context: NodeContext) -> None:
-    global _context
-    _context = context
-
-
-def bound_context() -> NodeContext:
-    if _context is None:
-        raise RuntimeError("workers.jobs.bind() was not called in this process")
-    return _context
-
-
-def compress_instance(sop_instance_uid: str) -> str:
+def compress_instance(context: NodeContext, sop_instance_uid: str) -> str:
     """Returns the codec that now holds the instance (RQ keeps it as the job result).
 
     On failure the instance is marked failed (it stays served from the spool) and the
     exception propagates so RQ records the job as failed too.
     """
-    context = bound_context()
     with context.sessions() as session:
         instance = find_instance(session, sop_instance_uid)
         if instance is None or instance.state in DONE or instance.spool_path is None:
@@ -68,7 +56,7 @@ def compress_instance(sop_instance_uid: str) -> str:
         return _compress(context, work)
     except Exception as exc:
         log.exception("compress job for %s failed", sop_instance_uid)
-        mark_failed(work, f"{type(exc).__name__}: {exc}")
+        mark_failed(context, work, f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -90,13 +78,14 @@ def _compress(context: NodeContext, work: _Work) -> str:
         if _superseded(context, work):
             return "superseded"
         raise
+    codecs = context.codecs
     choice = choose_codec(context.config.compression, modality=work.modality, calling_ae=work.calling_ae)
-    if _is_lossy(choice):
-        copy = _lossy_copy(data, choice, work.uid)
+    if _is_lossy(codecs, choice):
+        copy = _lossy_copy(codecs, data, choice, work.uid)
         if copy is not None:
             return _replace_with_copy(context, work, data, copy)
         choice = default_choice(context.config.compression)
-    encoded, fell_back = encode_verified(data, choice, work.uid)
+    encoded, fell_back = encode_verified(codecs, data, choice, work.uid)
     blob = _stored(context, work.uid, encoded, fell_back)
     try:
         with context.sessions() as session:
@@ -149,20 +138,20 @@ def _stored(context: NodeContext, uid: str, encoded: EncodedInstance, fell_back:
     )
 
 
-def _is_lossy(choice: CodecChoice) -> bool:
+def _is_lossy(codecs: SiteCodecs, choice: CodecChoice) -> bool:
     try:
-        codec = codec_for(choice)
+        codec = codec_for(codecs, choice)
     except CodecUnavailable:
         return False  # the lossless path falls back from it, and says so
     return codec is not None and not codec.lossless
 
 
-def _lossy_copy(data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
+def _lossy_copy(codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str) -> LossyCopy | None:
     """The verified copy, or None where this instance cannot have one (then it is stored
     losslessly: nothing becomes lossy by accident)."""
     try:
-        return encode_lossy_copy(data, codec_for(choice))
-    except _ENCODE_FAILURES as exc:
+        return encode_lossy_copy(data, codec_for(codecs, choice))
+    except ImagingError as exc:
         log.warning("no lossy %s copy of %s (%s): storing it losslessly", choice.name, uid, exc)
         return None
 
@@ -172,7 +161,7 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
     uid = work.uid
     original = None
     if settings.lossy.keep_original:
-        encoded, fell_back = encode_verified(data, default_choice(settings), uid)
+        encoded, fell_back = encode_verified(context.codecs, data, default_choice(settings), uid)
         original = _stored(context, uid, encoded, fell_back)
     derived = DerivedCopy(
         sop_instance_uid=copy.sop_instance_uid,
@@ -207,33 +196,37 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
     return copy.encoded.codec
 
 
-def encode_verified(data: bytes, choice: CodecChoice, uid: str) -> tuple[EncodedInstance, bool]:
+def encode_verified(
+    codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str
+) -> tuple[EncodedInstance, bool]:
     """Try the chosen codec, then the fallbacks; a fallback is logged and flagged in the index."""
     failures = []
     for attempt in fallback_chain(choice):
         try:
-            encoded = encode_smallest(data, attempt, uid)
-        except _ENCODE_FAILURES as exc:
+            encoded = encode_smallest(codecs, data, attempt, uid)
+        except ImagingError as exc:  # data the codec refuses: the next one may manage
             failures.append(f"{attempt.name}: {exc}")
             log.warning("codec %s failed on %s: %s", attempt.name, uid, exc)
             continue
         return encoded, attempt != choice
-    raise RuntimeError(f"no codec could store {uid}: {'; '.join(failures)}")
+    raise CompressionFailed(f"no codec could store {uid}: {'; '.join(failures)}")
 
 
-_ENCODE_FAILURES = (VerificationError, UnsupportedPixels, CodecUnavailable, RuntimeError, ValueError)
+class CompressionFailed(Exception):
+    """Not even storing the pixel data as received worked (the file does not parse as it
+    did at ingest); the instance stays served from its spool file, marked failed."""
 
 
-def encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
+def encode_smallest(codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
     """The chosen codec's verified blob, or a rival's where that is smaller for this image."""
-    codec = codec_for(choice)
+    codec = codec_for(codecs, choice)
     best = encode_instance(data, codec)
     if codec is None or best.mode != "coded":
         return best
     for rival in rivals(codec):
         try:
-            candidate = encode_instance(data, codec_for(rival))
-        except _ENCODE_FAILURES as exc:
+            candidate = encode_instance(data, codec_for(codecs, rival))
+        except ImagingError as exc:
             log.warning("rival codec %s failed on %s: %s", rival.name, uid, exc)
             continue
         if len(candidate.blob) < len(best.blob):
@@ -243,9 +236,9 @@ def encode_smallest(data: bytes, choice: CodecChoice, uid: str) -> EncodedInstan
     return best
 
 
-def mark_failed(work: _Work, error: str) -> None:
+def mark_failed(context: NodeContext, work: _Work, error: str) -> None:
     """The instance stays retrievable from its spool file; `error` tells the admin why. Only
     the version the job worked on is marked: a newer store has its own job coming."""
-    with bound_context().sessions() as session:
+    with context.sessions() as session:
         if states.mark_failed(session, work.uid, work.spool_path, error):
             session.commit()

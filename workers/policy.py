@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scp_node.config import CompressionConfig
-from scp_node.imaging.codecs import PASSTHROUGH, Codec, CodecUnavailable, configure, shared_codec
+from scp_node.imaging.codecs import PASSTHROUGH, Codec, CodecUnavailable, SiteCodecs
 
 # Used when the chosen codec fails or does not verify: a standard codec, then verbatim storage.
 STANDARD_FALLBACKS = ("jpegxl", "jpegls")
@@ -49,34 +49,33 @@ def rivals(codec: Codec) -> list[CodecChoice]:
     return [CodecChoice(name) for name in getattr(codec, "competes_with", ())]
 
 
-def validate_policy(config: CompressionConfig) -> None:
-    """Adopt `config` for this process's codecs and create every codec it names, so a bad name,
-    missing weights or a lossy catch-all fails at start-up, not on an image.
+def validate_policy(config: CompressionConfig, codecs: SiteCodecs) -> None:
+    """Create every codec `config` names, so a bad name, missing weights or a lossy catch-all
+    fails at start-up, not on an image (and models load once, before the first job).
 
     Lossy storage must be asked for by name for a modality or a sending AE: the default and a
     rule matching everything must be lossless, so no instance becomes lossy by accident.
     """
-    configure(config)
-    _require_lossless(config.default_codec, config.default_options, "compression.default_codec")
+    _require_lossless(codecs, config.default_codec, config.default_options, "compression.default_codec")
     for rule in config.rules:
         if rule.modality is None and rule.calling_ae is None:
-            _require_lossless(rule.codec, rule.options, "a rule without modality or calling_ae")
+            _require_lossless(codecs, rule.codec, rule.options, "a rule without modality or calling_ae")
         elif rule.codec != PASSTHROUGH:
-            shared_codec(rule.codec, **rule.options)  # also loads models once, at start-up
+            codecs.shared(rule.codec, **rule.options)
 
 
-def _require_lossless(name: str, options: dict[str, Any], where: str) -> None:
+def _require_lossless(codecs: SiteCodecs, name: str, options: dict[str, Any], where: str) -> None:
     if name == PASSTHROUGH:
         return
-    if not shared_codec(name, **options).lossless:
+    if not codecs.shared(name, **options).lossless:
         raise CodecUnavailable(
             f"{name} {options} is lossy and may not be {where}: name it in a rule for a modality "
             "or a calling AE, so that only those instances are stored lossy"
         )
 
 
-def codec_for(choice: CodecChoice) -> Codec | None:
-    """The process's codec for `choice`, or None for passthrough (pixels stored as received)."""
+def codec_for(codecs: SiteCodecs, choice: CodecChoice) -> Codec | None:
+    """The site's codec for `choice`, or None for passthrough (pixels stored as received)."""
     if choice.name == PASSTHROUGH:
         return None
-    return shared_codec(choice.name, **choice.options)
+    return codecs.shared(choice.name, **choice.options)

@@ -1,8 +1,9 @@
 """Where compress jobs go: RQ on Redis when configured, else worker threads in the node.
 
-Both run the same job function (workers.jobs.compress_instance), so behaviour does not
-depend on the deployment; only durability of the queue itself does, which is why the node
-re-enqueues unfinished instances from the index at every start.
+Both run the same job function (workers.jobs.compress_instance) with the context of the
+process that runs it, so behaviour does not depend on the deployment; only durability of the
+queue itself does, which is why the node re-enqueues unfinished instances from the index at
+every start.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from redis import Redis
 from rq import Queue
 
 from scp_node.config import QueueConfig
+from scp_node.context import NodeContext
 from workers import jobs
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ class InProcessQueue:
 
     _STOP = object()
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, context: NodeContext, workers: int) -> None:
+        self._context = context
         self._jobs: queue.Queue = queue.Queue()
         self._threads = [
             threading.Thread(target=self._run, name=f"compress-{n}", daemon=True) for n in range(workers)
@@ -64,7 +67,7 @@ class InProcessQueue:
             try:
                 if uid is self._STOP:
                     return
-                jobs.compress_instance(uid)
+                jobs.compress_instance(self._context, uid)
             except Exception:  # already logged and recorded by the job; keep the thread alive
                 pass
             finally:
@@ -81,6 +84,7 @@ class RedisQueue:
         return self._queue
 
     def enqueue_compress(self, sop_instance_uid: str) -> None:
+        """Only the UID travels; the worker that takes the job supplies its own context."""
         self._queue.enqueue(jobs.compress_instance, sop_instance_uid, failure_ttl=7 * 24 * 3600)
 
     def depth(self) -> int:
@@ -90,7 +94,8 @@ class RedisQueue:
         self._redis.close()
 
 
-def open_queue(config: QueueConfig) -> JobQueue:
+def open_queue(context: NodeContext) -> JobQueue:
+    config = context.config.queue
     if config.redis_url:
         return RedisQueue(config)
-    return InProcessQueue(config.in_process_workers)
+    return InProcessQueue(context, config.in_process_workers)

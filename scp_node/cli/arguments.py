@@ -295,9 +295,9 @@ def _number(
 ) -> _Number:
     """`text` as a number that `allowed` accepts; anything else is one line: 'text' is not `what`."""
     try:
-        value: _Number | None = parse(text)
+        value = parse(text)
     except ValueError:
-        value = None
-    if value is None or not allowed(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not allowed(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value

@@ -17,31 +17,28 @@ def verify(config: NodeConfig, args: argparse.Namespace) -> int:
     """Digest every blob and spool file; fully rebuild a sample and check the ingest SHA-256."""
     import random
 
-    from scp_node.context import NodeContext
+    from scp_node.imaging.errors import ImagingError
     from scp_node.index.models import Instance, StorageState
     from scp_node.retrieve import RetrieveError, load_stored_file
+    from workers.runtime import admin_context
 
-    context = NodeContext.open(config, migrate=False)
     fraction = config.compression.verify_sample if args.sample is None else args.sample
     checked = decoded = 0
     problems: list[str] = []
-    try:
-        with context.sessions() as session:
-            # A dropped original has no data left by design (its lossy copy is checked instead).
-            kept = session.query(Instance).where(Instance.state != StorageState.DROPPED)
-            for instance in kept.yield_per(500):
-                checked += 1
-                problem = _digest_problem(instance)
-                if problem is None and random.random() < fraction:
-                    decoded += 1
-                    try:
-                        load_stored_file(instance)
-                    except (RetrieveError, OSError, ValueError) as exc:
-                        problem = str(exc)
-                if problem:
-                    problems.append(f"{instance.sop_instance_uid}: {problem}")
-    finally:
-        context.close()
+    with admin_context(config) as context, context.sessions() as session:
+        # A dropped original has no data left by design (its lossy copy is checked instead).
+        kept = session.query(Instance).where(Instance.state != StorageState.DROPPED)
+        for instance in kept.yield_per(500):
+            checked += 1
+            problem = _digest_problem(instance)
+            if problem is None and random.random() < fraction:
+                decoded += 1
+                try:
+                    load_stored_file(instance, context.codecs)
+                except (RetrieveError, OSError, ImagingError) as exc:
+                    problem = str(exc)
+            if problem:
+                problems.append(f"{instance.sop_instance_uid}: {problem}")
     for line in problems:
         print(line)
     print(f"checked {checked} instances, fully decoded {decoded}, problems {len(problems)}")
@@ -60,12 +57,9 @@ def _digest_problem(instance: Instance) -> str | None:
 
 
 def originals_purge(config: NodeConfig, _args: argparse.Namespace) -> int:
-    from scp_node.context import NodeContext
     from workers.retention import purge_expired_originals
+    from workers.runtime import admin_context
 
-    context = NodeContext.open(config, migrate=False)
-    try:
+    with admin_context(config) as context:
         print(f"dropped {purge_expired_originals(context)} originals")
-    finally:
-        context.close()
     return 0

@@ -21,12 +21,11 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     except InvalidCodecOption as exc:
         raise UsageError(f"codec try --option: {exc}") from None
 
-    from scp_node.imaging.codecs import configure, create_codec
-    from scp_node.imaging.pixels import UnsupportedPixels
+    from scp_node.imaging.codecs import SiteCodecs
+    from scp_node.imaging.errors import ImagingError
     from scp_node.research.codec_trial import try_codec
 
-    configure(config.compression)  # compression.ldm.weights_dir and the like
-    codec = create_codec(args.codec, **options)
+    codec = SiteCodecs(config.compression).create(args.codec, **options)  # ldm.weights_dir, ...
     failures = 0
     if not args.json:
         print(
@@ -36,7 +35,7 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             result = try_codec(codec, path)
-        except (UnsupportedPixels, ValueError, OSError) as exc:
+        except (ImagingError, OSError) as exc:
             failures += 1
             print(f"{path}: skipped: {exc}", file=sys.stderr)
             continue

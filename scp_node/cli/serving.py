@@ -64,17 +64,15 @@ def worker(config: NodeConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from rq import SimpleWorker
-
     from workers.queue import RedisQueue
+    from workers.rq_worker import NodeWorker
     from workers.runtime import open_runtime
 
     runtime = open_runtime(config)
     try:
         assert isinstance(runtime.queue, RedisQueue)  # queue.redis_url is set
-        # SimpleWorker runs jobs in this process: codecs (and a GPU) are loaded once and kept.
-        rq_queue = runtime.queue.rq_queue
-        SimpleWorker([rq_queue], connection=rq_queue.connection).work(burst=args.burst, with_scheduler=False)
+        worker = NodeWorker(runtime.queue.rq_queue, runtime.context)
+        worker.work(burst=args.burst, with_scheduler=False)
     finally:
         runtime.close()
     return 0

@@ -28,6 +28,7 @@ from pynetdicom.events import Event
 
 from scp_node.context import NodeContext
 from scp_node.handlers import status
+from scp_node.imaging.errors import ImagingError
 from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_instance, instances_for_retrieve
 from scp_node.retrieve import RetrieveError, StoredFile, converted_dataset, load_stored_file
@@ -116,8 +117,8 @@ class Outbound:
                 log.warning("retrieve: %s vanished before it was sent", sop_uid)
                 return CannotSend(sop_uid)
             try:
-                stored = load_stored_file(instance)
-            except (RetrieveError, OSError, ValueError) as exc:
+                stored = load_stored_file(instance, self._context.codecs)
+            except (RetrieveError, OSError, ImagingError) as exc:
                 log.error("retrieve: cannot produce %s: %s", sop_uid, exc)
                 return CannotSend(sop_uid)
             sop_class = instance.sop_class_uid
@@ -128,7 +129,7 @@ class Outbound:
             return FileToSend(self._to_temp_file(stored), sop_class, sop_uid)
         try:
             return converted_dataset(stored, accepted)
-        except (RetrieveError, RuntimeError, ValueError) as exc:
+        except (RetrieveError, ImagingError) as exc:
             log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.remote["ae_title"], exc)
             return CannotSend(sop_uid)
 

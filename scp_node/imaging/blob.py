@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,9 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian
 
-from scp_node.imaging.codecs import Codec, ImageDescription, shared_codec
+from scp_node.imaging.codecs import Codec, ImageDescription, SiteCodecs
 from scp_node.imaging.dicom_layout import FileLayout, PixelFormat, read_layout
+from scp_node.imaging.errors import ImagingError
 from scp_node.imaging.pixels import (
     SampleMapping,
     UnsupportedPixels,
@@ -57,11 +59,11 @@ LOSSLESS_ENCAPSULATED = {
 NATIVE_PHOTOMETRICS = {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL"}
 
 
-class BlobError(ValueError):
+class BlobError(ImagingError):
     """A blob is damaged or was written by a codec this build cannot decode."""
 
 
-class VerificationError(RuntimeError):
+class VerificationError(ImagingError):
     """Decoding the fresh blob did not give back the original: the blob must not be stored."""
 
 
@@ -125,17 +127,29 @@ def encode_instance(data: bytes, codec: Codec | None, coding: PixelCoding | None
     else:
         header, segments = _verbatim(data, layout)
     blob = _pack(header, segments)
-    rebuilt = decode_instance(blob, codec)
+    rebuilt = _rebuild(blob, lambda _name, **_options: codec)  # `codec` coded it, if any did
     if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
         raise VerificationError(f"{header['codec']} blob does not rebuild the instance")
     pixels_in = (layout.pixel_value_end or 0) - (layout.pixel_value_offset or 0)
     return EncodedInstance(blob, header["mode"], header["codec"], pixels_in, len(segments["payload"]))
 
 
-def decode_instance(blob: bytes, codec: Codec | None = None) -> RebuiltInstance:
-    """Rebuild the file; checks the blob checksum and the rebuilt data set's digest."""
+def decode_instance(blob: bytes, codecs: SiteCodecs | None = None) -> RebuiltInstance:
+    """Rebuild the file; checks the blob checksum and the rebuilt data set's digest.
+
+    codecs: the node's (its site settings and loaded weights); None: the built-in settings."""
+    return _rebuild(blob, (codecs or SiteCodecs()).shared)
+
+
+# The codec that decodes a payload, from the name and options its header records.
+_CodecFor = Callable[..., Codec | None]
+
+
+def _rebuild(blob: bytes, codec_for: _CodecFor) -> RebuiltInstance:
     header, segments = unpack(blob)
     if header["mode"] == "coded":
+        codec = codec_for(header["codec"], **header["codec_options"])
+        assert codec is not None, "a coded payload names its codec"
         pixels = _decode_pixels(header, segments["payload"], codec)
     else:
         pixels = segments["payload"]
@@ -266,9 +280,7 @@ def pixel_words(data: bytes, layout: FileLayout) -> np.ndarray:
     return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
 
 
-def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec | None) -> bytes:
-    if codec is None or (codec.name, codec.options) != (header["codec"], header["codec_options"]):
-        codec = shared_codec(header["codec"], **header["codec_options"])
+def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec) -> bytes:
     if codec.version != header["codec_version"]:
         raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
     fmt = PixelFormat(**header["pixel_format"])

@@ -17,6 +17,8 @@ from pydicom.filereader import _read_file_meta_info, data_element_generator, rea
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from scp_node.imaging.errors import ImagingError
+
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM_TAG = (0xFFFE, 0xE000)
@@ -79,7 +81,7 @@ class FileLayout:
         return self.pixel_value_offset is not None
 
 
-class InvalidDicomFile(ValueError):
+class InvalidDicomFile(ImagingError):
     """The bytes are not a DICOM file the node can store (malformed or truncated)."""
 
 

@@ -25,12 +25,13 @@ from pydicom.uid import (
 )
 
 from scp_node.imaging.blob import NATIVE_PHOTOMETRICS
+from scp_node.imaging.errors import ImagingError
 
 # DICOM's JPEG XL Lossless transfer syntax (PS3.5 A.4.11; newer than pydicom's UID list).
 JPEGXLLossless = UID("1.2.840.10008.1.2.4.110")
 
 
-class NotEncodable(ValueError):
+class NotEncodable(ImagingError):
     """These pixels cannot be written in that syntax without loss (the caller tries another)."""
 
 
@@ -55,9 +56,20 @@ def encode_pixel_data(ds: Dataset, syntax: UID) -> None:
     ds.file_meta.TransferSyntaxUID = syntax
 
 
+class NotDecodable(ImagingError):
+    """Encapsulated Pixel Data that the decoders refuse (damaged, or a syntax none handles)."""
+
+
 def decompress(ds: Dataset) -> None:
     """Decode encapsulated Pixel Data in place to Explicit VR Little Endian: pydicom's decoders,
     and JPEG XL (which pydicom does not know yet) through imagecodecs."""
+    try:
+        _decompress(ds)
+    except (ValueError, RuntimeError, NotImplementedError) as exc:  # what pydicom's plugins raise
+        raise NotDecodable(f"{ds.file_meta.TransferSyntaxUID.name}: {exc}") from exc
+
+
+def _decompress(ds: Dataset) -> None:
     if ds.file_meta.TransferSyntaxUID != JPEGXLLossless:
         ds.decompress(generate_instance_uid=False)
         return
@@ -81,7 +93,7 @@ def decode_nested_pixel_data(ds: Dataset, syntax: UID) -> None:
             if "PixelData" in item and item["PixelData"].is_undefined_length:
                 item.file_meta = FileMetaDataset()
                 item.file_meta.TransferSyntaxUID = syntax
-                item.decompress(generate_instance_uid=False)
+                decompress(item)
                 del item.file_meta
             decode_nested_pixel_data(item, syntax)
 

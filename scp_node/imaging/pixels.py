@@ -14,9 +14,10 @@ import numpy as np
 
 from scp_node.imaging.codecs.base import ImageDescription
 from scp_node.imaging.dicom_layout import PixelFormat
+from scp_node.imaging.errors import ImagingError
 
 
-class UnsupportedPixels(ValueError):
+class UnsupportedPixels(ImagingError):
     """Pixel data the codecs cannot take (e.g. 1 or 32 bits allocated): store it verbatim."""
 
 

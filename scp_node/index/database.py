@@ -16,11 +16,13 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from scp_node.index.errors import IndexingError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 VERSION_TABLE = "alembic_version"
 
 
-class SchemaNotCurrent(RuntimeError):
+class SchemaNotCurrent(IndexingError):
     """The index is not at the revision this version needs (empty, behind, or ahead); the
     message says what to run (one line for the admin)."""
 

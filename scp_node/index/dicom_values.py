@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from scp_node.index.errors import IndexingError
+
 TemporalVR = Literal["DA", "TM", "DT"]
 
 _DATE = re.compile(r"^\d{8}$")
@@ -25,7 +27,7 @@ _DT_FILL = [("01", "12"), ("01", "31"), ("00", "23"), ("00", "59"), ("00", "59")
 _RANGES = [(1, 12), (1, 31), (0, 23), (0, 59), (0, 60)]
 
 
-class InvalidValue(ValueError):
+class InvalidValue(IndexingError):
     """A query value that is not a valid DA, TM or DT."""
 
 

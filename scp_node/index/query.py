@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, distinct, false, func, or_, 
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import InvalidValue, TemporalVR, period, split_range
+from scp_node.index.errors import IndexingError
 from scp_node.index.models import SERVED, Instance, Patient, Series, Study
 
 Level = Literal["PATIENT", "STUDY", "SERIES", "IMAGE"]
@@ -35,7 +36,7 @@ UNIQUE_KEY = {
 }
 
 
-class InvalidQuery(ValueError):
+class InvalidQuery(IndexingError):
     """The identifier breaks the rules of the information model (answered 0xA900)."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scp_node.index.errors import IndexingError
 from scp_node.index.models import Instance, StorageState
 from scp_node.index.repository import find_instance, unreferenced
 
@@ -26,7 +27,7 @@ DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
 HELD = (StorageState.RECEIVED, StorageState.QUEUED, StorageState.COMPRESSED, StorageState.FAILED)
 
 
-class Superseded(Exception):
+class Superseded(IndexingError):
     """A newer copy of the instance was stored while the caller worked on the old one."""
 
 

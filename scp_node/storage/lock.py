@@ -12,8 +12,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from scp_node.storage.errors import StorageError
 
-class DataDirInUse(Exception):
+
+class DataDirInUse(StorageError):
     """Another process serves this data directory."""
 
 

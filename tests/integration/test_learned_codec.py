@@ -16,7 +16,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from scp_node.imaging.blob import decode_instance, encode_instance, extract_samples
-from scp_node.imaging.codecs import ImageDescription, create_codec, registry
+from scp_node.imaging.codecs import ImageDescription, SiteCodecs, create_codec
 from scp_node.imaging.codecs.learned import codec as learned_codec
 from scp_node.imaging.codecs.learned.codec import LearnedCodec, LearnedDecodeError
 from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
@@ -89,7 +89,7 @@ def test_instances_rebuild_byte_identical(weights: Path, name: str) -> None:
     data = pydicom_test_file(name).read_bytes()
     encoded = encode_instance(data, LearnedCodec(weights=str(weights), tile=TILE))
     assert encoded.codec == "learned" and encoded.mode == "coded"
-    assert decode_instance(encoded.blob, LearnedCodec(weights=str(weights), tile=TILE)).data == data
+    assert decode_instance(encoded.blob).data == data  # the codec its header names
 
 
 def test_same_bytes_on_any_thread_count_and_batch_shape(
@@ -128,10 +128,11 @@ def test_retrievals_share_one_codec_and_load_weights_once(
 ) -> None:
     data = pydicom_test_file("CT_small.dcm").read_bytes()
     blob = encode_instance(data, LearnedCodec(weights=str(weights), tile=TILE)).blob
+    codecs = SiteCodecs()  # a node's, as retrieval passes it
     built = []
-    original = registry.create_codec
-    monkeypatch.setattr(registry, "create_codec", lambda *a, **k: built.append(a) or original(*a, **k))
-    assert all(decode_instance(blob).data == data for _ in range(3))  # as retrieval calls it
+    original = SiteCodecs.create
+    monkeypatch.setattr(SiteCodecs, "create", lambda s, *a, **k: built.append(a) or original(s, *a, **k))
+    assert all(decode_instance(blob, codecs).data == data for _ in range(3))
     assert len(built) <= 1
 
 
@@ -152,14 +153,16 @@ def test_damage_and_foreign_weights_fail_loudly(weights: Path, tmp_path: Path) -
 def test_node_keeps_the_smallest_of_learned_and_the_standard_codecs(weights: Path) -> None:
     data = pydicom_data_dir().joinpath("MR2_UNCR.dcm").read_bytes()
     choice = CodecChoice("learned", {"weights": str(weights), "tile": TILE})
-    kept = encode_smallest(data, choice, "test")
+    kept = encode_smallest(SiteCodecs(), data, choice, "test")
     sizes = {
         name: len(encode_instance(data, create_codec(name, **options)).blob)
         for name, options in [("learned", choice.options), ("jpegxl", {}), ("jpegls", {})]
     }
     assert kept.codec == min(sizes, key=sizes.get)
     assert len(kept.blob) == min(sizes.values())
-    forced = encode_smallest(data, CodecChoice("learned", {**choice.options, "compete": False}), "test")
+    forced = encode_smallest(
+        SiteCodecs(), data, CodecChoice("learned", {**choice.options, "compete": False}), "test"
+    )
     assert forced.codec == "learned"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-from scp_node.config import CompressionConfig
-from scp_node.imaging.codecs import configure
 from scp_node.index.models import Instance, StorageState, utcnow
 from scp_node.index.repository import stats
 from tests.support import RunningNode, getscu, make_config, pydicom_test_file, run_cli, start_node, storescu
@@ -81,13 +78,6 @@ def _lossy_node(tmp_path: Path, database_url: str, tiny_ldm_dir: Path, **lossy: 
         **{f"compression.lossy.{key}": value for key, value in lossy.items()},
     }
     return start_node(make_config(tmp_path, database_url, **overrides))
-
-
-@pytest.fixture(autouse=True)
-def default_codec_settings() -> Iterator[None]:
-    """Nodes started here configure this process's codecs; later tests expect the defaults."""
-    yield
-    configure(CompressionConfig())
 
 
 @pytest.mark.dcmtk
@@ -214,15 +204,14 @@ def test_instances_that_cannot_have_a_lossy_copy_are_stored_losslessly(
         node.stop()
 
 
-def test_lossy_copy_is_rebuilt_from_its_blob_byte_for_byte(ldm_settings) -> None:
+def test_lossy_copy_is_rebuilt_from_its_blob_byte_for_byte(ldm_codecs) -> None:
     from scp_node.imaging.blob import decode_instance
-    from scp_node.imaging.codecs import create_codec
     from workers.lossy_copy import encode_lossy_copy, lossy_copy_uid
 
-    codec = create_codec("ldm", scale=4, delta=1, steps=2)
+    codec = ldm_codecs.create("ldm", scale=4, delta=1, steps=2)
     data = pydicom_test_file("emri_small.dcm").read_bytes()  # 10 frames, 16-bit MR
     copy = encode_lossy_copy(data, codec)
-    rebuilt = decode_instance(copy.encoded.blob)
+    rebuilt = decode_instance(copy.encoded.blob, ldm_codecs)
     ds = dcmread(io.BytesIO(rebuilt.data))
     assert copy.sop_instance_uid == lossy_copy_uid(str(dcmread(io.BytesIO(data)).SOPInstanceUID), codec)
     assert copy.sop_instance_uid == ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID

@@ -80,6 +80,41 @@ def test_the_contract_sees_every_layer() -> None:
     assert layers == set(LAYERS.values())
 
 
+def test_no_module_sets_state_of_another() -> None:
+    """No `global` statement: what a module needs from the runtime (the context, the site's
+    codecs) comes as an argument, not as module state that someone must remember to set."""
+    setters = [
+        f"{path.relative_to(ROOT)}:{node.lineno} global {', '.join(node.names)}"
+        for path in SOURCES
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Global)
+    ]
+    assert setters == []
+
+
+# Bare bases that mean a bug unless a library raised them: caught only to be translated.
+BARE_BASES = {"ValueError", "RuntimeError", "TypeError", "KeyError", "IndexError"}
+
+
+def test_bare_exceptions_are_caught_only_to_be_translated() -> None:
+    """Each layer has its exception base and is caught by it; a handler naming ValueError or
+    RuntimeError (what third-party libraries raise) must raise the layer's own type from it.
+    Research tools, off the runtime path, may skip what they cannot read."""
+    swallowed = []
+    for path in SOURCES:
+        if _module(path).startswith(RESEARCH):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ExceptHandler) or node.type is None:
+                continue
+            caught = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            names = {getattr(leaf, "id", getattr(leaf, "attr", "")) for leaf in caught}
+            raises = any(isinstance(inner, ast.Raise) and inner.exc is not None for inner in ast.walk(node))
+            if names & BARE_BASES and not raises:
+                swallowed.append(f"{path.relative_to(ROOT)}:{node.lineno} except {sorted(names)}")
+    assert swallowed == []
+
+
 # Instance columns that make up its storage state.
 STATE_COLUMNS = {"state", "spool_path", "blob_path", "blob_sha256", "replaced_by_uid", "original_expires_at"}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,9 +18,8 @@ from scp_node.imaging.blob import extract_samples
 from scp_node.imaging.codecs import (
     CodecUnavailable,
     ImageDescription,
-    configure,
+    SiteCodecs,
     create_codec,
-    unavailable_codecs,
 )
 from scp_node.imaging.codecs.upscale.ldm import LdmCodec
 from scp_node.imaging.codecs.upscale.scheme import PredictionMismatch
@@ -34,6 +34,11 @@ FAST = {"steps": 2}  # the tiny model's output is noise at any step count; 2 kee
 def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to reach a model hub fails the test."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _site(**ldm: Any) -> SiteCodecs:
+    """The codecs of a site whose compression.ldm has these settings."""
+    return SiteCodecs(CompressionConfig(ldm=LdmConfig(**ldm)))
 
 
 def _ct(bit_depth: int, rows: int, columns: int, frames: int = 1) -> tuple[np.ndarray, ImageDescription]:
@@ -52,9 +57,9 @@ def _round_trip(codec: LdmCodec, samples: np.ndarray, desc: ImageDescription) ->
 
 @pytest.mark.parametrize("bit_depth", [8, 10, 12, 14, 16])
 @pytest.mark.parametrize("scale", [2, 4])
-def test_plain_mode_gives_an_image_of_the_stored_depth(ldm_settings, bit_depth: int, scale: int) -> None:
+def test_plain_mode_gives_an_image_of_the_stored_depth(ldm_codecs, bit_depth: int, scale: int) -> None:
     samples, desc = _ct(bit_depth, 45, 71)
-    codec = create_codec("ldm", scale=scale, **FAST)
+    codec = ldm_codecs.create("ldm", scale=scale, **FAST)
     payload = codec.encode(samples, desc)
     decoded = codec.decode(payload, desc)
     assert decoded.shape == desc.shape and decoded.dtype == desc.dtype
@@ -66,9 +71,9 @@ def test_plain_mode_gives_an_image_of_the_stored_depth(ldm_settings, bit_depth: 
 
 @pytest.mark.parametrize("bit_depth", [8, 10, 12, 14, 16])
 @pytest.mark.parametrize(("scale", "delta"), [(2, 0), (2, 1), (4, 2), (4, 4)])
-def test_bounded_mode_keeps_every_sample_within_delta(ldm_settings, bit_depth, scale, delta) -> None:
+def test_bounded_mode_keeps_every_sample_within_delta(ldm_codecs, bit_depth, scale, delta) -> None:
     samples, desc = _ct(bit_depth, 37, 53)
-    codec = create_codec("ldm", scale=scale, delta=delta, **FAST)
+    codec = ldm_codecs.create("ldm", scale=scale, delta=delta, **FAST)
     decoded = _round_trip(codec, samples, desc)
     assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= delta
     assert codec.lossless == (delta == 0)
@@ -76,35 +81,32 @@ def test_bounded_mode_keeps_every_sample_within_delta(ldm_settings, bit_depth, s
         assert np.array_equal(decoded, samples)
 
 
-def test_multi_frame_colour_and_tiny_images(ldm_settings) -> None:
+def test_multi_frame_colour_and_tiny_images(ldm_codecs) -> None:
     samples, desc = _ct(12, 33, 40, frames=3)
-    decoded = _round_trip(create_codec("ldm", delta=1, **FAST), samples, desc)
+    decoded = _round_trip(ldm_codecs.create("ldm", delta=1, **FAST), samples, desc)
     assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
     for name in ("SC_rgb_small_odd.dcm", "emri_small.dcm"):
         samples, desc = extract_samples(pydicom_test_file(name).read_bytes())
-        decoded = _round_trip(create_codec("ldm", scale=4, delta=2, **FAST), samples, desc)
+        decoded = _round_trip(ldm_codecs.create("ldm", scale=4, delta=2, **FAST), samples, desc)
         assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 2
 
 
 def test_default_steps_and_guidance_come_from_config(tiny_ldm_dir: Path) -> None:
-    configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir, steps=3, guidance=1.5)))
-    try:
-        codec = create_codec("ldm")
-        assert (codec.steps, codec.guidance) == (3, 1.5)
-        overridden = create_codec("ldm", steps=5, guidance=0)
-        assert (overridden.steps, overridden.guidance) == (5, 0.0)
-        samples, desc = _ct(10, 40, 40)
-        decoded = _round_trip(create_codec("ldm", delta=1), samples, desc)  # 3 steps, guided
-        assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
-    finally:
-        configure(CompressionConfig())
+    codecs = _site(weights_dir=tiny_ldm_dir, steps=3, guidance=1.5)
+    codec = codecs.create("ldm")
+    assert (codec.steps, codec.guidance) == (3, 1.5)
+    overridden = codecs.create("ldm", steps=5, guidance=0)
+    assert (overridden.steps, overridden.guidance) == (5, 0.0)
+    samples, desc = _ct(10, 40, 40)
+    decoded = _round_trip(codecs.create("ldm", delta=1), samples, desc)  # 3 steps, guided
+    assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
 
 
-def test_decode_with_another_thread_count_repeats_the_prediction(ldm_settings) -> None:
+def test_decode_with_another_thread_count_repeats_the_prediction(ldm_codecs) -> None:
     """The encode's CPU thread count is in the recipe and the decode runs with it, so the
     float sums (whose order depends on it) come out the same."""
     samples, desc = _ct(16, 40, 48)
-    codec = create_codec("ldm", delta=0, **FAST)
+    codec = ldm_codecs.create("ldm", delta=0, **FAST)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -115,23 +117,23 @@ def test_decode_with_another_thread_count_repeats_the_prediction(ldm_settings) -
         torch.set_num_threads(previous)
 
 
-def test_decode_with_other_arithmetic_is_refused_not_wrong(ldm_settings) -> None:
+def test_decode_with_other_arithmetic_is_refused_not_wrong(ldm_codecs) -> None:
     """oneDNN off changes the convolution kernels, as another CPU or a GPU would: the prediction
     differs in the last bits, and the codec refuses instead of returning other pixels."""
     samples, desc = _ct(16, 40, 48)
     for options in ({"delta": 1}, {}):
-        codec = create_codec("ldm", **options, **FAST)
+        codec = ldm_codecs.create("ldm", **options, **FAST)
         payload = codec.encode(samples, desc)
         with torch.backends.mkldnn.flags(enabled=False), pytest.raises(PredictionMismatch):
             codec.decode(payload, desc)
 
 
-def test_decode_with_other_weights_is_refused(ldm_settings, tmp_path: Path) -> None:
+def test_decode_with_other_weights_is_refused(ldm_codecs, tmp_path: Path) -> None:
     samples, desc = _ct(12, 40, 40)
-    payload = create_codec("ldm", delta=2, **FAST).encode(samples, desc)
-    configure(CompressionConfig(ldm=LdmConfig(weights_dir=save_tiny_pipeline(tmp_path / "other", seed=1))))
+    payload = ldm_codecs.create("ldm", delta=2, **FAST).encode(samples, desc)
+    other = _site(weights_dir=save_tiny_pipeline(tmp_path / "other", seed=1))
     with pytest.raises(PredictionMismatch, match="weights"):
-        create_codec("ldm", delta=2, **FAST).decode(payload, desc)
+        other.create("ldm", delta=2, **FAST).decode(payload, desc)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to encode on")
@@ -139,47 +141,37 @@ def test_gpu_encode_is_refused_by_a_cpu_only_decode(
     tiny_ldm_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     samples, desc = _ct(12, 40, 40)
-    configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir, device="cuda")))
-    try:
-        payload = create_codec("ldm", delta=1, **FAST).encode(samples, desc)
-        configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir, device="cpu")))
-        cpu_codec = create_codec("ldm", delta=1, **FAST)
-        decoded = cpu_codec.decode(payload, desc)  # a GPU is present: the decode goes back to it
-        assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only retrieval node
-        with pytest.raises(PredictionMismatch, match="GPU"):
-            cpu_codec.decode(payload, desc)
-    finally:
-        configure(CompressionConfig())
+    gpu_codec = _site(weights_dir=tiny_ldm_dir, device="cuda").create("ldm", delta=1, **FAST)
+    payload = gpu_codec.encode(samples, desc)
+    cpu_codec = _site(weights_dir=tiny_ldm_dir, device="cpu").create("ldm", delta=1, **FAST)
+    decoded = cpu_codec.decode(payload, desc)  # a GPU is present: the decode goes back to it
+    assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only retrieval node
+    with pytest.raises(PredictionMismatch, match="GPU"):
+        cpu_codec.decode(payload, desc)
 
 
 def test_without_weights_ldm_is_unavailable_and_policies_naming_it_are_refused(tmp_path: Path) -> None:
-    configure(CompressionConfig())
-    assert "weights_dir" in unavailable_codecs()["ldm"]
+    assert "weights_dir" in SiteCodecs().unavailable()["ldm"]
     with pytest.raises(CodecUnavailable, match=r"compression\.ldm\.weights_dir"):
         create_codec("ldm")
     with pytest.raises(CodecUnavailable, match=r"compression\.ldm\.weights_dir"):
-        validate_policy(CompressionConfig(rules=[{"modality": "CR", "codec": "ldm"}]))
-    missing = CompressionConfig(ldm=LdmConfig(weights_dir=tmp_path / "nowhere"))
+        config = CompressionConfig(rules=[{"modality": "CR", "codec": "ldm"}])
+        validate_policy(config, SiteCodecs(config))
+    missing = CompressionConfig(ldm=LdmConfig(weights_dir=tmp_path / "nowhere"), default_codec="ldm")
     with pytest.raises(CodecUnavailable, match="does not exist"):
-        validate_policy(missing.model_copy(update={"default_codec": "ldm"}))
+        validate_policy(missing, SiteCodecs(missing))
 
 
 def test_weights_are_read_from_the_directory_only(tiny_ldm_dir: Path, tmp_path: Path) -> None:
     """A copy of the directory is the same model (same digest); a damaged one is refused at load."""
     copy = tmp_path / "copy"
     shutil.copytree(tiny_ldm_dir, copy)
-    configure(CompressionConfig(ldm=LdmConfig(weights_dir=copy)))
-    try:
-        samples, desc = _ct(8, 40, 40)
-        payload = create_codec("ldm", delta=1, **FAST).encode(samples, desc)
-        configure(CompressionConfig(ldm=LdmConfig(weights_dir=tiny_ldm_dir)))
-        decoded = create_codec("ldm", delta=1, **FAST).decode(payload, desc)
-        assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
-        damaged = shutil.copytree(tiny_ldm_dir, tmp_path / "damaged")
-        (damaged / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
-        configure(CompressionConfig(ldm=LdmConfig(weights_dir=damaged)))
-        with pytest.raises(CodecUnavailable, match="cannot be loaded"):
-            create_codec("ldm", delta=1, **FAST)
-    finally:
-        configure(CompressionConfig())
+    samples, desc = _ct(8, 40, 40)
+    payload = _site(weights_dir=copy).create("ldm", delta=1, **FAST).encode(samples, desc)
+    decoded = _site(weights_dir=tiny_ldm_dir).create("ldm", delta=1, **FAST).decode(payload, desc)
+    assert int(np.abs(decoded.astype(np.int64) - samples.astype(np.int64)).max()) <= 1
+    damaged = shutil.copytree(tiny_ldm_dir, tmp_path / "damaged")
+    (damaged / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CodecUnavailable, match="cannot be loaded"):
+        _site(weights_dir=damaged).create("ldm", delta=1, **FAST)

@@ -10,7 +10,14 @@ from pydicom import dcmread
 
 from scp_node.config import CompressionConfig
 from scp_node.imaging.blob import extract_samples
-from scp_node.imaging.codecs import CodecUnavailable, ImageDescription, create_codec, lossless_codecs
+from scp_node.imaging.codecs import (
+    CodecUnavailable,
+    ImageDescription,
+    InvalidCodecOption,
+    SiteCodecs,
+    create_codec,
+    lossless_codecs,
+)
 from scp_node.imaging.codecs.upscale.resample import upscale
 from tests.support import pydicom_data_dir, pydicom_test_file
 from workers.policy import validate_policy
@@ -77,22 +84,26 @@ def test_larger_delta_stores_fewer_bytes() -> None:
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="scale"):
+    with pytest.raises(InvalidCodecOption, match="scale"):
         create_codec("bicubic", scale=3)
-    with pytest.raises(ValueError, match="delta"):
+    with pytest.raises(InvalidCodecOption, match="delta"):
         create_codec("bicubic", delta=-1)
 
 
 def test_lossy_codecs_only_in_rules_for_a_modality_or_sender() -> None:
     assert "bicubic" not in lossless_codecs()
     with pytest.raises(CodecUnavailable, match="lossy"):
-        validate_policy(CompressionConfig(default_codec="bicubic", default_options={"scale": 2}))
+        validate_policy(
+            CompressionConfig(default_codec="bicubic", default_options={"scale": 2}), SiteCodecs()
+        )
     with pytest.raises(CodecUnavailable, match="rule without modality"):
-        validate_policy(CompressionConfig(rules=[{"codec": "bicubic", "options": {"delta": 1}}]))
-    validate_policy(CompressionConfig(default_codec="bicubic", default_options={"delta": 0}))
+        validate_policy(
+            CompressionConfig(rules=[{"codec": "bicubic", "options": {"delta": 1}}]), SiteCodecs()
+        )
+    validate_policy(CompressionConfig(default_codec="bicubic", default_options={"delta": 0}), SiteCodecs())
     rule = {"modality": "CR", "codec": "bicubic", "options": {"delta": 2}}
-    validate_policy(CompressionConfig(rules=[rule]))
-    validate_policy(CompressionConfig(rules=[{"calling_ae": "LAB", "codec": "bicubic"}]))
+    validate_policy(CompressionConfig(rules=[rule]), SiteCodecs())
+    validate_policy(CompressionConfig(rules=[{"calling_ae": "LAB", "codec": "bicubic"}]), SiteCodecs())
 
 
 @pytest.mark.parametrize("options", [{"scale": 2}, {"scale": 4, "delta": 2}, {"delta": 0}])

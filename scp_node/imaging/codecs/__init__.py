@@ -13,13 +13,10 @@ from scp_node.imaging.codecs import registry
 from scp_node.imaging.codecs.registry import (
     PASSTHROUGH,
     InvalidCodecOption,
-    available_codecs,
+    SiteCodecs,
     check_options,
-    configure,
     create_codec,
     lossless_codecs,
-    shared_codec,
-    unavailable_codecs,
 )
 
 if TYPE_CHECKING:
@@ -33,14 +30,11 @@ __all__ = [
     "CodecUnavailable",
     "ImageDescription",
     "InvalidCodecOption",
-    "available_codecs",
+    "SiteCodecs",
     "check_options",
-    "configure",
     "create_codec",
     "lossless_codecs",
     "registry",
-    "shared_codec",
-    "unavailable_codecs",
 ]
 
 

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from scp_node.imaging.errors import ImagingError
+
 if TYPE_CHECKING:
     from scp_node.imaging.codecs.settings import CodecSettings
 
 
-class CodecUnavailable(RuntimeError):
+class CodecUnavailable(ImagingError):
     """The codec cannot run here (missing library or weights); policy must not select it."""
+
+
+class CodecError(ImagingError):
+    """The codec cannot code these pixels, or its payload does not decode (damaged, or made
+    by another codec): the wrapped library's own error, translated."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,9 @@ class FrameCodec(Codec):
     The payload is a frame count, one length per frame, then the frames' bitstreams.
     """
 
+    # What the wrapped library raises on data it refuses; raised on as CodecError.
+    library_errors: ClassVar[tuple[type[Exception], ...]] = ()
+
     @abstractmethod
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         """Code one (rows, columns, samples) frame."""
@@ -99,20 +111,30 @@ class FrameCodec(Codec):
     def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray: ...
 
     def encode(self, pixels: np.ndarray, desc: ImageDescription) -> bytes:
-        streams = [self.encode_frame(frame, desc.bit_depth) for frame in pixels]
+        with self._translated_errors("encode"):
+            streams = [self.encode_frame(frame, desc.bit_depth) for frame in pixels]
         header = struct.pack(f"<I{len(streams)}Q", len(streams), *map(len, streams))
         return header + b"".join(streams)
 
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
-        (count,) = struct.unpack_from("<I", payload)
-        lengths = struct.unpack_from(f"<{count}Q", payload, 4)
-        offset = 4 + 8 * count
-        out = np.empty(desc.shape, desc.dtype)
-        for index, length in enumerate(lengths):
-            frame = self.decode_frame(payload[offset : offset + length], desc)
-            out[index] = frame.reshape(desc.rows, desc.columns, desc.samples)
-            offset += length
+        # A damaged payload shows as a bad frame table or frames of the wrong size, too.
+        with self._translated_errors("decode", struct.error, ValueError):
+            (count,) = struct.unpack_from("<I", payload)
+            lengths = struct.unpack_from(f"<{count}Q", payload, 4)
+            offset = 4 + 8 * count
+            out = np.empty(desc.shape, desc.dtype)
+            for index, length in enumerate(lengths):
+                frame = self.decode_frame(payload[offset : offset + length], desc)
+                out[index] = frame.reshape(desc.rows, desc.columns, desc.samples)
+                offset += length
         return out
+
+    @contextmanager
+    def _translated_errors(self, action: str, *more: type[Exception]) -> Iterator[None]:
+        try:
+            yield
+        except (*self.library_errors, *more) as exc:
+            raise CodecError(f"{self.name} cannot {action}: {exc}") from exc
 
 
 def squeeze_samples(frame: np.ndarray) -> np.ndarray:

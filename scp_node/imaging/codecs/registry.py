@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scp_node.imaging.codecs.settings import CodecSettings, LdmConfig
+from scp_node.imaging.errors import ImagingError
 
 if TYPE_CHECKING:
     from scp_node.imaging.codecs.base import Codec
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 PASSTHROUGH = "passthrough"
 
 
-class InvalidCodecOption(ValueError):
+class InvalidCodecOption(ImagingError):
     """A codec option that the codec does not have, or a value outside what it accepts; the
     message names the option and the allowed values (one line for the admin)."""
 
@@ -168,29 +169,58 @@ CODECS: dict[str, CodecEntry] = {
     )
 }
 
-_classes: dict[str, type[Codec]] = {}
-_shared: dict[tuple, Codec] = {}
-_shared_lock = threading.Lock()
+_classes: dict[str, type[Codec]] = {}  # codec modules imported so far (an import cache only)
 
 
 @dataclass(frozen=True)
-class _Settings:
+class _BuiltinSettings:
     ldm: LdmConfig
 
 
-# The site's codec settings, which codecs needing weights read; set once per process.
-_config: CodecSettings = _Settings(ldm=LdmConfig())
+class SiteCodecs:
+    """The codecs as one site's settings build them (weights the `ldm` codec loads, ...).
 
+    A node holds one (NodeContext.codecs) for its compress jobs and retrievals alike, so a
+    learned codec loads its weights once, not once per instance served. Without settings it
+    is the built-in configuration: every codec that needs no site files.
+    """
 
-def configure(settings: CodecSettings) -> None:
-    """Adopt a node's settings (NodeContext.open, validate_policy and `codec try` call this;
-    the same settings again keep the codecs already built)."""
-    global _config
-    with _shared_lock:
-        if settings.ldm == _config.ldm:
-            return
-        _config = _Settings(ldm=settings.ldm.model_copy())
-        _shared.clear()
+    def __init__(self, settings: CodecSettings | None = None) -> None:
+        self.settings: CodecSettings = settings or _BuiltinSettings(ldm=LdmConfig())
+        self._shared: dict[tuple, Codec] = {}
+        self._lock = threading.Lock()
+
+    def unavailable(self) -> dict[str, str]:
+        """Codec name -> why it cannot run with these settings (logged at start-up)."""
+        reasons = {name: codec_class(name).unavailable_reason(self.settings) for name in CODECS}
+        return {name: reason for name, reason in reasons.items() if reason is not None}
+
+    def available(self) -> list[str]:
+        unavailable = self.unavailable()
+        return [name for name in CODECS if name not in unavailable]
+
+    def lossless(self) -> list[str]:
+        """Available codecs that are lossless with their default options."""
+        return [name for name in self.available() if codec_class(name).lossless]
+
+    def create(self, name: str, **options: Any) -> Codec:
+        """A new codec `name` with `options`, checked against what it declares."""
+        check_options(name, options)
+        cls = codec_class(name)
+        reason = cls.unavailable_reason(self.settings)
+        if reason is not None:
+            from scp_node.imaging.codecs.base import CodecUnavailable
+
+            raise CodecUnavailable(reason)
+        return cls.from_config(self.settings, **options)
+
+    def shared(self, name: str, **options: Any) -> Codec:
+        """The one codec per (name, options) of these settings."""
+        key = (name, tuple(sorted(options.items())))
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = self.create(name, **options)
+            return self._shared[key]
 
 
 def codec_class(name: str) -> type[Codec]:
@@ -213,41 +243,14 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         declared[key].check(name, value)
 
 
-def unavailable_codecs() -> dict[str, str]:
-    """Codec name -> why it cannot run with this process's settings (logged at start-up)."""
-    reasons = {name: codec_class(name).unavailable_reason(_config) for name in CODECS}
-    return {name: reason for name, reason in reasons.items() if reason is not None}
-
-
-def available_codecs() -> list[str]:
-    unavailable = unavailable_codecs()
-    return [name for name in CODECS if name not in unavailable]
+def create_codec(name: str, **options: Any) -> Codec:
+    """A codec with the built-in settings (tools and tests; a node uses its SiteCodecs)."""
+    return SiteCodecs().create(name, **options)
 
 
 def lossless_codecs() -> list[str]:
-    """Available codecs that are lossless with their default options."""
-    return [name for name in available_codecs() if codec_class(name).lossless]
-
-
-def create_codec(name: str, **options: Any) -> Codec:
-    check_options(name, options)
-    cls = codec_class(name)
-    reason = cls.unavailable_reason(_config)
-    if reason is not None:
-        from scp_node.imaging.codecs.base import CodecUnavailable
-
-        raise CodecUnavailable(reason)
-    return cls.from_config(_config, **options)
-
-
-def shared_codec(name: str, **options: Any) -> Codec:
-    """One codec per (name, options) in this process, for compress jobs and retrievals alike:
-    a learned codec loads its weights once, not once per instance served."""
-    key = (name, tuple(sorted(options.items())))
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = create_codec(name, **options)
-        return _shared[key]
+    """Codecs lossless with their default options that run with the built-in settings."""
+    return SiteCodecs().lossless()
 
 
 def _entry(name: str) -> CodecEntry:

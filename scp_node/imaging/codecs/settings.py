@@ -1,5 +1,5 @@
 """The site settings codecs read (weights they load), as types of the codec library's own: the
-node's config embeds them (compression.ldm) and hands them over with `configure`."""
+node's config embeds them (compression.ldm) and builds its SiteCodecs from them."""
 
 from __future__ import annotations
 
@@ -22,6 +22,6 @@ class LdmConfig(BaseModel):
 
 
 class CodecSettings(Protocol):
-    """What `configure` takes: the node passes its compression config, tests anything alike."""
+    """What SiteCodecs is built from: the node passes its compression config, tests anything alike."""
 
     ldm: LdmConfig

@@ -21,6 +21,7 @@ class JpegLsCodec(FrameCodec):
 
     name = "jpegls"
     available = True
+    library_errors = (RuntimeError, ValueError)  # what pyjpegls raises for CharLS's errors
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         # pyjpegls takes the bit depth from the frame's maximum: a 16-bit frame whose values
@@ -38,6 +39,7 @@ class JpegXlCodec(FrameCodec):
 
     name = "jpegxl"
     available = bool(imagecodecs.JPEGXL.available)
+    library_errors = (imagecodecs.JpegxlError,)
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         return bytes(
@@ -59,6 +61,7 @@ class Jpeg2000Codec(FrameCodec):
 
     name = "jpeg2000"
     available = bool(imagecodecs.JPEG2K.available)
+    library_errors = (imagecodecs.Jpeg2kError,)
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         return bytes(
@@ -80,6 +83,7 @@ class DeflateCodec(FrameCodec):
 
     name = "deflate"
     available = True
+    library_errors = (zlib.error,)
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         return zlib.compress(np.ascontiguousarray(frame).astype("<u2" if frame.itemsize > 1 else "u1"), 9)

@@ -26,6 +26,7 @@ import torch
 from scp_node.imaging.codecs.base import Codec, CodecUnavailable, ImageDescription
 from scp_node.imaging.codecs.learned import entropy, zoo
 from scp_node.imaging.codecs.learned.model import AUX_BITS, SCALES, integer_mixture
+from scp_node.imaging.errors import ImagingError
 
 MAGIC = b"SEEDB1"
 DEFAULT_TILE = 256
@@ -34,7 +35,7 @@ PARTS_PER_STREAM = 7  # z3, then (coded, raw) for z2, z1 and the pixels
 STANDARD_RIVALS = ("jpegxl", "jpegls")
 
 
-class LearnedDecodeError(ValueError):
+class LearnedDecodeError(ImagingError):
     """The payload does not decode to the pixels it was made from (or needs other weights)."""
 
 

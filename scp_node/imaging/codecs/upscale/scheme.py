@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from scp_node.imaging.codecs.base import Codec, ImageDescription
+from scp_node.imaging.codecs.base import Codec, CodecError, ImageDescription
 from scp_node.imaging.codecs.standard import JpegXlCodec
 from scp_node.imaging.codecs.upscale.resample import downscale
 
@@ -37,7 +37,7 @@ SCALES = (2, 4)
 JPEGXL_INDICES, ZLIB_INDICES = 0, 1
 
 
-class PredictionMismatch(ValueError):
+class PredictionMismatch(CodecError):
     """This machine upscales differently from the encoder's: the decode would not return the
     pixels the encoder verified (and in bounded mode could exceed delta), so it is refused."""
 
@@ -98,15 +98,15 @@ class UpscaleCodec(Codec):
         indices = np.floor_divide(pixels.astype(np.int64) - prediction + self.delta, step)
         reconstruction = _reconstruct(prediction, indices, step, max_value)
         if np.abs(reconstruction - pixels).max(initial=0) > self.delta:
-            raise RuntimeError(f"{self.name}: reconstruction exceeds delta {self.delta}")
+            raise CodecError(f"{self.name}: reconstruction exceeds delta {self.delta}")
         return payload + _pack_indices(indices, self._store), reconstruction.astype(desc.dtype)
 
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
         if not payload.startswith(MAGIC):
-            raise ValueError("not an upscale-codec payload")
+            raise CodecError("not an upscale-codec payload")
         scale, delta, small_length, recipe_length = struct.unpack_from(_HEADER, payload, len(MAGIC))
         if (scale, None if delta < 0 else delta) != (self.scale, self.delta):
-            raise ValueError(f"payload is scale {scale} delta {delta}, codec is {self.scale} {self.delta}")
+            raise CodecError(f"payload is scale {scale} delta {delta}, codec is {self.scale} {self.delta}")
         offset = len(MAGIC) + struct.calcsize(_HEADER)
         recipe = payload[offset : offset + recipe_length]
         expected_digest = payload[offset + recipe_length : offset + recipe_length + 32]

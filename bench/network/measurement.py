@@ -1,0 +1,51 @@
+"""What one repetition measures on one target: its two phases and the retrieved content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MB = 1e6
+
+
+@dataclass
+class Phase:
+    instances: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    processes: int = 0
+    server_cpu: float = float("nan")  # CPU seconds the server process used meanwhile
+
+    @property
+    def per_second(self) -> float:
+        return self.instances / self.seconds if self.seconds else float("nan")
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes / MB / self.seconds if self.seconds else float("nan")
+
+
+@dataclass
+class Retrieved:
+    exact: int = 0  # data set bytes identical to the file sent
+    converted: int = 0  # another transfer syntax than the file sent
+    differing: int = 0  # same transfer syntax and other bytes, or converted with other content
+    unexpected: int = 0  # an instance that was not stored in this run
+
+
+@dataclass
+class Measurement:
+    target: str
+    repetition: int
+    ingest: Phase
+    retrieve: Phase
+    content: Retrieved
+    stored_after_ingest: int
+    stored_final: int
+    compress_seconds: float | None = None
+    compress_cpu: float | None = None
+    node_stats: dict | None = None
+    send_failures: dict[str, list[str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    differing: list[str] = field(default_factory=list)
+    log_problems: list[str] = field(default_factory=list)
