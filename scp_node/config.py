@@ -126,6 +126,9 @@ class QueueConfig(StrictModel):
     name: str = "scp-node"
     in_process_workers: int = 1
     job_timeout_s: int = 3600
+    # Niceness of compress jobs (in-process threads and `scp-node worker`): 19 lets receiving
+    # and retrieval take the CPU whenever they want it, and compression the rest.
+    worker_nice: int = Field(default=19, ge=0, le=19)
 
 
 class StorageConfig(StrictModel):

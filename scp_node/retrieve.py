@@ -62,12 +62,13 @@ def load_stored_file(instance: Instance, codecs: SiteCodecs) -> StoredFile:
         stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)
         if not stored.as_received:
             return stored  # compressed input decoded: its pixels were verified at encode time
+        digest = rebuilt.dataset_sha256  # of the rebuilt bytes, taken by decode_instance
     elif instance.spool_path:
         data = Path(instance.spool_path).read_bytes()
         stored = StoredFile(data, dataset_offset(data), received, received)
+        digest = hashlib.sha256(memoryview(data)[stored.dataset_offset :]).hexdigest()
     else:
         raise RetrieveError(f"{instance.sop_instance_uid} has neither spool file nor blob")
-    digest = hashlib.sha256(memoryview(stored.data)[stored.dataset_offset :]).hexdigest()
     if digest != instance.dataset_sha256:
         raise RetrieveError(f"{instance.sop_instance_uid}: SHA-256 differs from the one taken at ingest")
     return stored

@@ -9,6 +9,7 @@ every start.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from typing import Protocol
@@ -36,8 +37,9 @@ class InProcessQueue:
 
     _STOP = object()
 
-    def __init__(self, context: NodeContext, workers: int) -> None:
+    def __init__(self, context: NodeContext, workers: int, nice: int) -> None:
         self._context = context
+        self._nice = nice
         self._jobs: queue.Queue = queue.Queue()
         self._threads = [
             threading.Thread(target=self._run, name=f"compress-{n}", daemon=True) for n in range(workers)
@@ -62,6 +64,7 @@ class InProcessQueue:
             thread.join(timeout=60)
 
     def _run(self) -> None:
+        run_at_lower_priority(self._nice)
         while True:
             uid = self._jobs.get()
             try:
@@ -98,4 +101,11 @@ def open_queue(context: NodeContext) -> JobQueue:
     config = context.config.queue
     if config.redis_url:
         return RedisQueue(config)
-    return InProcessQueue(context, config.in_process_workers)
+    return InProcessQueue(context, config.in_process_workers, config.worker_nice)
+
+
+def run_at_lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness to `nice` (Linux schedules threads one by one): a
+    compress job then yields the CPU to the threads that receive and send instances."""
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, max(nice, os.getpriority(os.PRIO_PROCESS, thread)))

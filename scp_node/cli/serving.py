@@ -64,13 +64,14 @@ def worker(config: NodeConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from workers.queue import RedisQueue
+    from workers.queue import RedisQueue, run_at_lower_priority
     from workers.rq_worker import NodeWorker
     from workers.runtime import open_runtime
 
     runtime = open_runtime(config)
     try:
         assert isinstance(runtime.queue, RedisQueue)  # queue.redis_url is set
+        run_at_lower_priority(config.queue.worker_nice)  # SimpleWorker runs jobs on this thread
         worker = NodeWorker(runtime.queue.rq_queue, runtime.context)
         worker.work(burst=args.burst, with_scheduler=False)
     finally:

@@ -8,14 +8,21 @@ counts and the Failed SOP Instance UID List wrong. So while a retrieve runs, the
 association's send_c_store is wrapped: a `FileToSend` goes out as the file's raw bytes
 (pynetdicom's chunked send), a `CannotSend` is answered locally as a failed sub-operation,
 anything else passes through unchanged.
+
+The bytes of a `FileToSend` live in memory (a memfd that pynetdicom reads by its /proc path),
+never in a temporary file on disk. Instances are prepared (rebuilt from their blobs, digest-
+checked, converted) a few ahead of the one on the wire, on a small thread pool: decoding runs
+while the network sends, and at most PREPARED_AHEAD instances wait in memory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import weakref
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,9 @@ from scp_node.index.repository import find_instance, instances_for_retrieve
 from scp_node.retrieve import RetrieveError, StoredFile, converted_dataset, load_stored_file
 
 log = logging.getLogger(__name__)
+
+PREPARING_THREADS = 2  # decodes release the GIL: both cores of a small machine help
+PREPARED_AHEAD = 4  # instances prepared beyond the one being sent (bounds memory)
 
 LEVEL_KEYS = {
     "PATIENT": ("PatientID",),
@@ -77,13 +87,23 @@ def _uids(identifier: Dataset, keyword: str) -> list[str]:
 
 
 class FileToSend(Dataset):
-    """Stands for a stored file whose bytes must be sent unchanged."""
+    """Stands for a stored file whose bytes must be sent unchanged: held in an anonymous
+    in-memory file, which pynetdicom's chunked send opens by its /proc/self/fd path."""
 
-    def __init__(self, path: Path, sop_class_uid: str, sop_instance_uid: str) -> None:
+    def __init__(self, data: bytes, sop_class_uid: str, sop_instance_uid: str) -> None:
         super().__init__()
         self.SOPClassUID = sop_class_uid
         self.SOPInstanceUID = sop_instance_uid
-        self.source_path = path
+        descriptor = os.memfd_create(f"scp-node-{sop_instance_uid}", os.MFD_CLOEXEC)
+        # Closed when sent, or when pynetdicom drops it unsent (an aborted association).
+        self._closer = weakref.finalize(self, os.close, descriptor)
+        self.source_path = Path(f"/proc/self/fd/{descriptor}")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+
+    def release(self) -> None:
+        self._closer()
 
 
 class CannotSend(Dataset):
@@ -111,27 +131,41 @@ class Outbound:
 
     def dataset(self, sop_uid: str) -> Dataset:
         """The file as stored if the peer accepted its syntax, else converted; CannotSend on error."""
-        with self._context.sessions() as session:
-            instance = find_instance(session, sop_uid)
-            if instance is None:
-                log.warning("retrieve: %s vanished before it was sent", sop_uid)
-                return CannotSend(sop_uid)
-            try:
-                stored = load_stored_file(instance, self._context.codecs)
-            except (RetrieveError, OSError, ImagingError) as exc:
-                log.error("retrieve: cannot produce %s: %s", sop_uid, exc)
-                return CannotSend(sop_uid)
-            sop_class = instance.sop_class_uid
+        try:
+            loaded = self._load(sop_uid)
+        except (RetrieveError, OSError, ImagingError) as exc:
+            log.error("retrieve: cannot produce %s: %s", sop_uid, exc)
+            return CannotSend(sop_uid)
+        if loaded is None:
+            log.warning("retrieve: %s vanished before it was sent", sop_uid)
+            return CannotSend(sop_uid)
+        stored, sop_class = loaded
         # The syntax the instance came in first: a C-MOVE proposes it, and compressed input
         # then goes back compressed as it came, not decoded.
         accepted = sorted(self._accepted_syntaxes(sop_class), key=lambda ts: ts != stored.received_syntax)
         if stored.as_received and stored.transfer_syntax in accepted:
-            return FileToSend(self._to_temp_file(stored), sop_class, sop_uid)
+            return FileToSend(stored.data, sop_class, sop_uid)
         try:
             return converted_dataset(stored, accepted)
         except (RetrieveError, ImagingError) as exc:
             log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.remote["ae_title"], exc)
             return CannotSend(sop_uid)
+
+    def _load(self, sop_uid: str) -> tuple[StoredFile, str] | None:
+        """The stored file and its class; None when the instance is gone."""
+        try:
+            return self._load_once(sop_uid)
+        except FileNotFoundError:
+            # The row named a spool file that its compress job (or a newer store) replaced
+            # between the read and the open: the row now names the file that holds it.
+            return self._load_once(sop_uid)
+
+    def _load_once(self, sop_uid: str) -> tuple[StoredFile, str] | None:
+        with self._context.sessions() as session:
+            instance = find_instance(session, sop_uid)
+            if instance is None:
+                return None
+            return load_stored_file(instance, self._context.codecs), instance.sop_class_uid
 
     def _accepted_syntaxes(self, sop_class: str) -> list[UID]:
         # as_scu: this node's side sends C-STORE on the context (as C-GET SCP or C-MOVE SCU).
@@ -141,14 +175,6 @@ class Outbound:
             if cx.abstract_syntax == sop_class and cx.as_scu
         ]
 
-    def _to_temp_file(self, stored: StoredFile) -> Path:
-        outgoing = self._context.config.storage.data_dir / "outgoing"
-        outgoing.mkdir(exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=outgoing, suffix=".dcm")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(stored.data)
-        return Path(name)
-
     def _send(self, dataset: Dataset | Path | str, *args: Any, **kwargs: Any) -> Dataset:
         if isinstance(dataset, CannotSend):
             return _status_dataset(status.CANNOT_UNDERSTAND)
@@ -157,7 +183,7 @@ class Outbound:
         try:
             return self._send_c_store(dataset.source_path, *args, **kwargs)
         finally:
-            dataset.source_path.unlink(missing_ok=True)
+            dataset.release()
 
 
 def _status_dataset(code: int) -> Dataset:
@@ -167,10 +193,31 @@ def _status_dataset(code: int) -> Dataset:
 
 
 def sub_operations(event: Event, outbound: Outbound, matches: list[Match]) -> Iterator[tuple[int, Dataset]]:
-    """(Pending, data set) per instance until done or the requester sends C-CANCEL."""
-    for match in matches:
-        if event.is_cancelled:
-            log.info("retrieve cancelled by %s", event.assoc.requestor.ae_title)
-            yield status.CANCEL, None
-            return
-        yield status.PENDING, outbound.dataset(match.sop_instance_uid)
+    """(Pending, data set) per instance until done or the requester sends C-CANCEL; the next
+    instances are prepared while this one is sent."""
+    ahead: deque[Future[Dataset]] = deque()
+    upcoming = iter(matches)
+    with ThreadPoolExecutor(PREPARING_THREADS, thread_name_prefix="retrieve") as pool:
+        try:
+            while True:
+                while len(ahead) <= PREPARED_AHEAD and (match := next(upcoming, None)) is not None:
+                    ahead.append(pool.submit(outbound.dataset, match.sop_instance_uid))
+                if not ahead:
+                    return
+                if event.is_cancelled:
+                    log.info("retrieve cancelled by %s", event.assoc.requestor.ae_title)
+                    yield status.CANCEL, None
+                    return
+                yield status.PENDING, ahead.popleft().result()
+        finally:
+            _discard(ahead)
+
+
+def _discard(prepared: deque[Future[Dataset]]) -> None:
+    """Free what was prepared and will not be sent (cancelled, or the association ended)."""
+    for future in prepared:
+        if future.cancel():
+            continue
+        dataset = future.result()
+        if isinstance(dataset, FileToSend):
+            dataset.release()

@@ -108,6 +108,19 @@ def test_permissions_limit_services_within_an_association(
     modality.release()
 
 
+def test_associations_share_the_node_contexts_instead_of_copying_them(locked_node: RunningNode) -> None:
+    """pynetdicom deep-copies the acceptor's contexts for every association (90 ms of CPU for
+    the node's 196); the node hands each association the same, read-only contexts."""
+    modality = _associate(locked_node.port, "MODALITY", CTImageStorage)
+    try:
+        (served,) = locked_node.server.active_associations
+        shared = {id(cx) for cx in locked_node.server.contexts}
+        assert served.acceptor.supported_contexts
+        assert all(id(cx) in shared for cx in served.acceptor.supported_contexts)
+    finally:
+        modality.release()
+
+
 def test_peer_added_with_the_cli_is_admitted_without_restart(
     locked_node: RunningNode, tmp_path: Path
 ) -> None:

@@ -6,6 +6,8 @@ attributes are rewritten to a known layout, so every expected answer is written 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import subprocess
 import time
@@ -29,7 +31,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from scp_node.handlers import outbound
 from scp_node.handlers.find import RelationalQueries, handle_find
+from scp_node.handlers.outbound import matching_instances
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, Peer
 from tests.support import (
@@ -39,8 +43,10 @@ from tests.support import (
     make_config,
     pydicom_test_file,
     start_node,
+    storescu,
     temporary_database,
 )
+from workers import jobs
 
 PATIENT_FIND = PatientRootQueryRetrieveInformationModelFind
 STUDY_FIND = StudyRootQueryRetrieveInformationModelFind
@@ -464,6 +470,32 @@ def test_get_cancel(archive: Archive) -> None:
     assert len(received) < BULK_INSTANCES
 
 
+def _outgoing_in_memory() -> list[str]:
+    """The in-memory files this process holds for instances being sent (the node runs here)."""
+    found = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{descriptor}")
+        except FileNotFoundError:  # the listing's own descriptor, closed meanwhile
+            continue
+        if link.startswith("/memfd:scp-node-"):
+            found.append(link)
+    return found
+
+
+def test_retrieval_sends_from_memory_in_order_and_frees_it(archive: Archive) -> None:
+    """Sub-operations are prepared ahead on threads, yet arrive in the index's order; no file
+    is written for them (outgoing/ was a temporary copy per instance), and every in-memory copy
+    is freed after a complete retrieve and after a cancelled one."""
+    final, _identifier, received = _get(archive, _study(archive.uid["S5"]))
+    assert final.Status == 0x0000 and len(received) == BULK_INSTANCES
+    matches = matching_instances(archive.node.context, _study(archive.uid["S5"]))
+    assert received == [match.sop_instance_uid for match in matches]
+    _get(archive, _study(archive.uid["S5"]), delay_s=0.02, cancel_after=3)
+    assert not (archive.node.config.storage.data_dir / "outgoing").exists()
+    assert _outgoing_in_memory() == []
+
+
 class StoreSCP:
     """A pynetdicom Storage SCP as a C-MOVE destination, optionally slow."""
 
@@ -648,3 +680,40 @@ def test_get_with_patient_root(archive: Archive) -> None:
     ]
     assoc.release()
     assert statuses[-1] == 0x0000 and received == [archive.uid["s4-ct"]]
+
+
+def test_retrieve_follows_an_instance_its_compress_job_moved(
+    tmp_path: Path, database_url: str, dcmtk: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compress job commits the blob and removes the spool file between the retrieve's
+    read of the row and its open of the file: the retrieve reads the row again, and sends."""
+    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": 0}))
+    try:
+        source = pydicom_test_file("CT_small.dcm")
+        assert storescu(node.port, [source]).returncode == 0
+        uid = str(dcmread(source).SOPInstanceUID)
+        load = outbound.load_stored_file
+
+        def compressed_meanwhile(instance: Instance, codecs: object) -> object:
+            monkeypatch.setattr(outbound, "load_stored_file", load)
+            assert jobs.compress_instance(node.context, uid) == "jpegxl"
+            return load(instance, codecs)
+
+        monkeypatch.setattr(outbound, "load_stored_file", compressed_meanwhile)
+        result = getscu(node.port, tmp_path / "got", {"QueryRetrieveLevel": "IMAGE", **_keys(source)})
+        assert result.returncode == 0, result.stderr
+        (got,) = (tmp_path / "got").iterdir()
+        with node.context.sessions() as session:
+            ingested = session.query(Instance).filter_by(sop_instance_uid=uid).one().dataset_sha256
+        assert hashlib.sha256(_dataset_bytes(got)).hexdigest() == ingested
+    finally:
+        node.stop()
+
+
+def _keys(path: Path) -> dict[str, str]:
+    ds = dcmread(path)
+    return {
+        "StudyInstanceUID": ds.StudyInstanceUID,
+        "SeriesInstanceUID": ds.SeriesInstanceUID,
+        "SOPInstanceUID": ds.SOPInstanceUID,
+    }
