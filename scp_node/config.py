@@ -19,6 +19,9 @@ from scp_node.imaging.codecs.settings import LdmConfig
 DuplicatePolicy = Literal["reject", "keep", "overwrite", "overwrite_same_sender"]
 Permission = Literal["echo", "store", "find", "get", "move"]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
+# What an HTTP user may do: QIDO-RS (find), WADO-RS (get), STOW-RS (store), /metrics (admin).
+HttpPermission = Literal["find", "get", "store", "admin"]
+HTTP_PERMISSIONS: tuple[str, ...] = get_args(HttpPermission)
 
 
 class StrictModel(BaseModel):
@@ -146,6 +149,47 @@ class QueryConfig(StrictModel):
     relational_without_negotiation: bool = False
 
 
+class HttpUser(StrictModel):
+    """An HTTP client: a name with a salted password hash (HTTP Basic) and/or the SHA-256 of a
+    bearer token. Only hashes live in config.yaml: `scp-node http hash-password` and
+    `scp-node http new-token` make them."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^:\s]+$")
+    password_hash: str | None = None
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    permissions: list[HttpPermission] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_credential(self) -> HttpUser:
+        if self.password_hash is None and self.token_sha256 is None:
+            raise ValueError(f"http user {self.name!r} needs password_hash or token_sha256")
+        return self
+
+
+class HttpConfig(StrictModel):
+    """DICOMweb (under /dicom-web), /healthz and /metrics, served by `scp-node serve` beside DICOM."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Serve HTTPS with network.tls's certificate and key (and its client-certificate settings).
+    tls: bool = False
+    # What requests without credentials may do; [] leaves them nothing but /healthz.
+    anonymous_permissions: list[HttpPermission] = Field(default_factory=list)
+    users: list[HttpUser] = Field(default_factory=list)
+    # Origins a browser viewer (OHIF...) may call from; [] sends no CORS headers.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Largest request body (STOW-RS upload) accepted; larger ones get 413 before anything is stored.
+    max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> HttpConfig:
+        names = [user.name for user in self.users]
+        if len(names) != len(set(names)):
+            raise ValueError("http.users has a name twice")
+        return self
+
+
 class NodeConfig(StrictModel):
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     access: AccessConfig = Field(default_factory=AccessConfig)
@@ -153,11 +197,18 @@ class NodeConfig(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> NodeConfig:
         self.storage.data_dir = self.storage.data_dir.expanduser().resolve()
+        return self
+
+    @model_validator(mode="after")
+    def _http_tls_has_certificate(self) -> NodeConfig:
+        if self.http.enabled and self.http.tls and not self.network.tls.enabled:
+            raise ValueError("http.tls serves network.tls's certificate: set network.tls.cert_file, key_file")
         return self
 
     @property

@@ -1,4 +1,4 @@
-"""The `scp-node` command: serve, worker, db, ae, stats, verify, originals purge, codec try/train/export.
+"""The `scp-node` command: serve, worker, db, ae, http, stats, verify, originals purge, codec tools.
 
 Start-up is kept light: only the config and the codec names are imported here; each command
 imports what it needs (the index, the server, torch for the learned codec) when it runs.
@@ -6,7 +6,8 @@ Only `serve`, `worker` and `db upgrade` migrate the index; the other commands re
 whose schema is behind. Errors an admin can fix are one line on stderr and exit status 2.
 
 The parser and its argument checks are in `arguments`, the one-line errors and the config in
-`errors`; each command group has a module: `serving`, `peers`, `stats`, `checks`, `codec_tools`.
+`errors`; each command group has a module: `serving`, `peers`, `http_users`, `stats`, `checks`,
+`codec_tools`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scp_node.cli import checks, codec_tools, peers, serving, stats
-from scp_node.config import PERMISSIONS, NetworkConfig, StorageConfig
+from scp_node.cli import checks, codec_tools, http_users, peers, serving, stats
+from scp_node.config import PERMISSIONS, HttpConfig, NetworkConfig, StorageConfig
 from scp_node.imaging.codecs.registry import CODECS
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns: add_parser adds a command
@@ -50,6 +50,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
     _add_serving_commands(commands, common)
     _add_peer_commands(commands, common)
+    _add_http_commands(commands, common)
     _add_stats_command(commands, common)
     _add_check_commands(commands, common)
     _add_codec_commands(commands, common)
@@ -78,6 +79,13 @@ def _add_serving_commands(commands: Commands, common: argparse.ArgumentParser) -
         type=_ae_title,
         help=f"the node's AE title (default: network.ae_title, {network.ae_title})",
     )
+    http = serve.add_mutually_exclusive_group()
+    http.add_argument(
+        "--http-port",
+        type=_listen_port,
+        help=f"DICOMweb / health / metrics port, 0: any free one (default: http.port, {HttpConfig().port})",
+    )
+    http.add_argument("--no-http", action="store_true", help="serve DICOM only (as http.enabled: false)")
     serve.set_defaults(run=serving.serve)
 
     worker = _command(
@@ -134,6 +142,19 @@ def _add_peer_commands(commands: Commands, common: argparse.ArgumentParser) -> N
     remove = _command(ae, "remove", "remove a peer", parents=[common])
     remove.add_argument("ae_title", type=_ae_title)
     remove.set_defaults(run=peers.ae_remove)
+
+
+def _add_http_commands(commands: Commands, common: argparse.ArgumentParser) -> None:
+    http = _actions(commands, "http", "credentials of HTTP users (config http.users)")
+    _command(
+        http,
+        "hash-password",
+        "read a password (stdin or prompt), print its password_hash for http.users",
+        parents=[common],
+    ).set_defaults(run=http_users.hash_password)
+    _command(
+        http, "new-token", "print a new bearer token and the token_sha256 for http.users", parents=[common]
+    ).set_defaults(run=http_users.new_token)
 
 
 def _add_stats_command(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -27,6 +27,8 @@ def load_node_config(args: argparse.Namespace) -> NodeConfig:
             **{
                 "network.port": getattr(args, "port", None),
                 "network.ae_title": getattr(args, "ae_title", None),
+                "http.port": getattr(args, "http_port", None),
+                "http.enabled": False if getattr(args, "no_http", False) else None,
                 "storage.data_dir": getattr(args, "data_dir", None),
             },
         )

@@ -16,17 +16,30 @@ log = logging.getLogger("scp_node.cli")  # the name the log lines have always sh
 
 
 def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
+    """DICOM, and HTTP (DICOMweb, /healthz, /metrics) unless http.enabled is false; HTTP starts
+    after the DICOM server holds the data-dir lock and stops before the runtime closes."""
     from scp_node.server import StartRefused, start
+    from scp_node.web.server import HttpServer, HttpStartFailed
     from workers.runtime import open_runtime
 
     runtime = open_runtime(config)
+    http = None
     try:
         server = start(runtime.context, runtime.queue, block=False)
+        if config.http.enabled:
+            http = HttpServer(runtime.context, runtime.queue)
+            try:
+                http.start()
+            except HttpStartFailed:
+                server.shutdown()
+                raise
         _serve_until_stopped(server, config.network)
-    except StartRefused as exc:
+    except (StartRefused, HttpStartFailed) as exc:
         print(f"scp-node: {exc}", file=sys.stderr)
         return 2
     finally:
+        if http is not None:
+            http.stop()
         runtime.close()
     log.info("shut down cleanly")
     return 0

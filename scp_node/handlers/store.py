@@ -9,11 +9,15 @@ Two stores of the same SOP Instance UID may race (two associations, or a store a
 job). The unique UID index and the instance row's version column make the later commit fail
 instead of overwriting; the store then re-reads the index and applies the duplicate policy
 again, so exactly one consistent copy remains.
+
+STOW-RS (scp_node/web/stow.py) stores through the same `ingest` step, so both services give
+the same guarantees and apply the same duplicate policy.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pynetdicom.events import Event
@@ -37,6 +41,15 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 5
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """What became of one received file: its DIMSE status and, unless Success, why (STOW-RS
+    puts both in its response; C-STORE returns the status and logs the reason)."""
+
+    status: int
+    reason: str = ""
+
+
 def handle_store(event: Event, context: NodeContext, queue: JobQueue, access: AccessControl) -> int:
     requestor = event.assoc.requestor
     sop_uid = str(event.request.AffectedSOPInstanceUID)
@@ -45,28 +58,55 @@ def handle_store(event: Event, context: NodeContext, queue: JobQueue, access: Ac
         log.warning("C-STORE of %s refused for %s at %s", sop_uid, requestor.ae_title, requestor.address)
         received.unlink(missing_ok=True)
         return status.NOT_AUTHORIZED
+    return ingest(
+        context,
+        queue,
+        received,
+        sop_uid=sop_uid,
+        sop_class=str(event.request.AffectedSOPClassUID),
+        sender=requestor.ae_title,
+    ).status
+
+
+def ingest(
+    context: NodeContext,
+    queue: JobQueue,
+    received: Path,
+    *,
+    sop_uid: str,
+    sop_class: str,
+    sender: str,
+    service: str = "C-STORE",
+) -> Ingested:
+    """Make a received Part-10 file under the spool's incoming/ durable and indexed, then enqueue
+    its compress job: the one ingest step of C-STORE and STOW-RS, so both keep the same contract
+    (durable and committed before Success; the duplicate policy; nothing kept on failure).
+
+    `sender` is recorded as the calling AE (duplicate policy, codec rules); `service` names the
+    request in log lines. The received file is consumed: spooled or deleted.
+    """
     try:
         spooled = context.spool.accept(received, sop_uid)
     except InvalidDicomFile as exc:
-        log.warning("C-STORE of %s from %s rejected: %s", sop_uid, requestor.ae_title, exc)
+        log.warning("%s of %s from %s rejected: %s", service, sop_uid, sender, exc)
         received.unlink(missing_ok=True)
-        return status.CANNOT_UNDERSTAND
+        return Ingested(status.CANNOT_UNDERSTAND, str(exc))
     except OSError as exc:
-        log.error("C-STORE of %s from %s: cannot spool: %s", sop_uid, requestor.ae_title, exc)
+        log.error("%s of %s from %s: cannot spool: %s", service, sop_uid, sender, exc)
         received.unlink(missing_ok=True)
-        return status.OUT_OF_RESOURCES
-    mismatch = _mismatch(spooled, sop_uid, str(event.request.AffectedSOPClassUID))
+        return Ingested(status.OUT_OF_RESOURCES, "cannot write the file")
+    mismatch = _mismatch(spooled, sop_uid, sop_class)
     if mismatch:
-        log.warning("C-STORE of %s from %s rejected: %s", sop_uid, requestor.ae_title, mismatch)
+        log.warning("%s of %s from %s rejected: %s", service, sop_uid, sender, mismatch)
         spooled.path.unlink(missing_ok=True)
-        return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        return Ingested(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, mismatch)
     try:
-        result = _index_retrying(context, spooled, sop_uid, requestor.ae_title)
+        result = _index_retrying(context, spooled, sop_uid, sender, service)
     except SQLAlchemyError as exc:
-        log.error("C-STORE of %s: index write failed: %s", sop_uid, exc)
+        log.error("%s of %s: index write failed: %s", service, sop_uid, exc)
         spooled.path.unlink(missing_ok=True)
-        return status.OUT_OF_RESOURCES
-    if result == status.SUCCESS:
+        return Ingested(status.OUT_OF_RESOURCES, "index write failed")
+    if result.status == status.SUCCESS:
         queue.enqueue_compress(sop_uid)
     return result
 
@@ -83,24 +123,28 @@ def _mismatch(spooled: SpooledInstance, sop_uid: str, sop_class: str) -> str | N
     return None
 
 
-def _index_retrying(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling_ae: str) -> int:
+def _index_retrying(
+    context: NodeContext, spooled: SpooledInstance, sop_uid: str, sender: str, service: str
+) -> Ingested:
     for attempt in range(CONFLICT_RETRIES):
         try:
-            return _index(context, spooled, sop_uid, calling_ae)
+            return _index(context, spooled, sop_uid, sender, service)
         except (IntegrityError, StaleDataError) as exc:
             if attempt == CONFLICT_RETRIES - 1:
                 raise
-            log.info("C-STORE of %s: concurrent update (%s), retrying", sop_uid, type(exc).__name__)
+            log.info("%s of %s: concurrent update (%s), retrying", service, sop_uid, type(exc).__name__)
     raise AssertionError("unreachable")
 
 
-def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling_ae: str) -> int:
+def _index(
+    context: NodeContext, spooled: SpooledInstance, sop_uid: str, sender: str, service: str
+) -> Ingested:
     """Commit the row per the duplicate policy; the files it stops naming go after the commit."""
     with context.sessions() as session:
         existing = find_instance(session, sop_uid)
         previous: list[str | None] = []
         if existing is not None:
-            refusal = _duplicate_refusal(context, existing, spooled, calling_ae)
+            refusal = _duplicate_refusal(context, existing, spooled, sender, service)
             if refusal is not None:
                 spooled.path.unlink(missing_ok=True)  # its name is this store's own
                 return refusal
@@ -109,7 +153,7 @@ def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling
             session,
             spooled.layout.dataset,
             transfer_syntax_uid=str(spooled.layout.transfer_syntax),
-            calling_ae=calling_ae,
+            calling_ae=sender,
             spool_path=str(spooled.path),
             size=spooled.size,
             dataset_sha256=spooled.dataset_sha256,
@@ -118,28 +162,29 @@ def _index(context: NodeContext, spooled: SpooledInstance, sop_uid: str, calling
         obsolete = unreferenced(session, previous)
         session.commit()
     remove(obsolete)
-    return status.SUCCESS
+    return Ingested(status.SUCCESS)
 
 
 def _duplicate_refusal(
-    context: NodeContext, existing: Instance, spooled: SpooledInstance, calling_ae: str
-) -> int | None:
-    """The status that keeps the stored copy, or None when the new one replaces it."""
+    context: NodeContext, existing: Instance, spooled: SpooledInstance, sender: str, service: str
+) -> Ingested | None:
+    """The outcome that keeps the stored copy, or None when the new one replaces it."""
     policy = context.config.storage.duplicate_policy
     uid = existing.sop_instance_uid
     if existing.dataset_sha256 == spooled.dataset_sha256:
-        log.info("C-STORE of %s from %s: identical copy already stored", uid, calling_ae)
-        return status.SUCCESS
+        log.info("%s of %s from %s: identical copy already stored", service, uid, sender)
+        return Ingested(status.SUCCESS)
     if policy == "keep":
-        log.info("C-STORE of %s from %s: different copy, kept the stored one", uid, calling_ae)
-        return status.SUCCESS
-    if policy == "reject" or (policy == "overwrite_same_sender" and existing.calling_ae != calling_ae):
+        log.info("%s of %s from %s: different copy, kept the stored one", service, uid, sender)
+        return Ingested(status.SUCCESS)
+    if policy == "reject" or (policy == "overwrite_same_sender" and existing.calling_ae != sender):
         log.warning(
-            "C-STORE of %s from %s: duplicate with different content rejected (stored from %s)",
+            "%s of %s from %s: duplicate with different content rejected (stored from %s)",
+            service,
             uid,
-            calling_ae,
+            sender,
             existing.calling_ae,
         )
-        return status.DUPLICATE_INSTANCE
-    log.info("C-STORE of %s from %s: replacing the stored copy", uid, calling_ae)
+        return Ingested(status.DUPLICATE_INSTANCE, "another instance with this SOP Instance UID is stored")
+    log.info("%s of %s from %s: replacing the stored copy", service, uid, sender)
     return None

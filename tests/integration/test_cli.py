@@ -35,6 +35,7 @@ def _config_file(directory: Path, **settings: object) -> Path:
             "data_dir": str(directory / "data"),
             "database_url": f"sqlite:///{directory / 'index.sqlite'}",
         },
+        "http": {"port": 0},  # any free port: tests run side by side, 8080 may be taken
         "log_level": "INFO",
         **settings,
     }

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from scp_node.config import NodeConfig, load_config
 from scp_node.context import NodeContext
 from scp_node.server import start
+from scp_node.web.server import HttpServer
 from workers.queue import InProcessQueue, JobQueue
 from workers.runtime import open_runtime
 
@@ -97,6 +98,7 @@ class RunningNode:
     context: NodeContext
     queue: JobQueue
     server: object
+    http: HttpServer | None = None  # DICOMweb, when start_node was asked for it
 
     @property
     def port(self) -> int:
@@ -107,6 +109,8 @@ class RunningNode:
         self.queue.join()
 
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.server.shutdown()
         self.queue.close()
         self.context.close()
@@ -117,6 +121,7 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeC
         None,
         **{
             "network.port": free_port(),
+            "http.port": free_port(),
             "storage.data_dir": str(tmp_path / "data"),
             "storage.database_url": database_url,
             "access.peers": [{"ae_title": "VIEWER", "permissions": ["echo", "find", "get", "move"]}],
@@ -125,11 +130,16 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeC
     )
 
 
-def start_node(config: NodeConfig) -> RunningNode:
+def start_node(config: NodeConfig, *, http: bool = False) -> RunningNode:
+    """The node in this process, as `scp-node serve` runs it; with `http`, DICOMweb too."""
     runtime = open_runtime(config)
     context, queue = runtime.context, runtime.queue
     server = start(context, queue, block=False)
-    return RunningNode(config, context, queue, server)
+    node = RunningNode(config, context, queue, server)
+    if http:
+        node.http = HttpServer(context, queue)
+        node.http.start()
+    return node
 
 
 # storescu proposes one family of syntaxes per run; this picks the one that sends a file as is.
@@ -228,7 +238,8 @@ class NodeProcess:
         self.log_file = log_file
         with open(log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [*command, "serve", "--config", str(config_file)],
+                # Any free HTTP port: parallel tests' nodes must not all take http.port's default.
+                [*command, "serve", "--http-port", "0", "--config", str(config_file)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
