@@ -220,14 +220,23 @@ def _add_codec_commands(commands: Commands, common: argparse.ArgumentParser) -> 
     learn.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="folders of DICOM files")
     learn.add_argument("--checkpoint", type=Path, required=True, help="resumed when it exists")
     learn.add_argument("--steps", type=_positive_int, default=1000, help="training steps")
-    learn.add_argument("--batch", type=_positive_int, default=8, help="patches per step")
+    learn.add_argument("--batch", type=_positive_int, default=4, help="patches per step")
     learn.add_argument("--patch", type=_positive_int, default=128, help="patch side in pixels")
     learn.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="at step 0")
     learn.add_argument(
         "--final-learning-rate", type=_positive_float, default=1e-5, help="cosine decay to this"
     )
     learn.add_argument(
-        "--channels", type=_positive_int, default=32, help="model width (new checkpoints only)"
+        "--channels", type=_positive_int, default=16, help="model width (new checkpoints only)"
+    )
+    learn.add_argument(
+        "--blocks", type=_positive_int, default=4, help="residual blocks per stage (new checkpoints only)"
+    )
+    learn.add_argument(
+        "--series-fraction", type=_fraction, default=0.3, help="steps on neighbouring-slice pairs"
+    )
+    learn.add_argument(
+        "--checkpoint-seconds", type=_positive_float, default=180.0, help="checkpoint at least this often"
     )
     learn.add_argument(
         "--device", choices=("cpu", "cuda"), help="where to train (default: cuda when present)"

@@ -54,7 +54,7 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
 
 def codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
     from scp_node.imaging.codecs.learned.model import ModelConfig
-    from scp_node.research.learned_training import TrainingConfig, train
+    from scp_node.research.learned_training import TrainingConfig, TrainingRefused, train
 
     training = TrainingConfig(
         steps=args.steps,
@@ -62,8 +62,14 @@ def codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
         batch=args.batch,
         learning_rate=args.learning_rate,
         final_learning_rate=args.final_learning_rate,
+        checkpoint_seconds=args.checkpoint_seconds,
+        series_fraction=args.series_fraction,
     )
-    result = train(args.folders, args.checkpoint, training, ModelConfig(channels=args.channels), args.device)
+    model = ModelConfig(channels=args.channels, blocks=args.blocks)
+    try:
+        result = train(args.folders, args.checkpoint, training, model, args.device)
+    except TrainingRefused as exc:
+        raise UsageError(f"codec train: {exc}") from None
     print(json.dumps(result))
     return 0
 

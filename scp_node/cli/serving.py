@@ -24,49 +24,63 @@ def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
 
     runtime = open_runtime(config)
     http = None
-    try:
-        server = start(runtime.context, runtime.queue, block=False)
-        if config.http.enabled:
-            http = HttpServer(runtime.context, runtime.queue)
-            try:
-                http.start()
-            except HttpStartFailed:
-                server.shutdown()
-                raise
-        _serve_until_stopped(server, config.network)
-    except (StartRefused, HttpStartFailed) as exc:
-        print(f"scp-node: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if http is not None:
-            http.stop()
-        runtime.close()
+    # Signals are taken before anything listens: a SIGTERM while HTTP starts is a clean stop too.
+    with _ShutdownSignals() as signals:
+        try:
+            server = start(runtime.context, runtime.queue, block=False)
+            if config.http.enabled:
+                http = HttpServer(runtime.context, runtime.queue)
+                try:
+                    http.start()
+                except HttpStartFailed:
+                    server.shutdown()
+                    raise
+            _serve_until_stopped(server, config.network, signals)
+        except (StartRefused, HttpStartFailed) as exc:
+            print(f"scp-node: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if http is not None:
+                http.stop()
+            runtime.close()
     log.info("shut down cleanly")
     return 0
 
 
-def _serve_until_stopped(server: Any, network: NetworkConfig) -> None:
+class _ShutdownSignals:
+    """SIGTERM and Ctrl-C, while installed: the first asks to stop, the second to hurry."""
+
+    def __init__(self) -> None:
+        self.stop, self.hurry = threading.Event(), threading.Event()
+        self.received = "a signal"
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> _ShutdownSignals:
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, number: int, _frame: Any) -> None:
+        if not self.stop.is_set():
+            self.received = signal.Signals(number).name
+        (self.hurry if self.stop.is_set() else self.stop).set()
+
+
+def _serve_until_stopped(server: Any, network: NetworkConfig, signals: _ShutdownSignals) -> None:
     """Serve until SIGTERM or Ctrl-C; then let the associations in flight finish (at most the
     longest network timeout; a second signal cuts the wait short) and close."""
-    stop, hurry = threading.Event(), threading.Event()
-    received = ["a signal"]
-
-    def on_signal(number: int, _frame: Any) -> None:
-        if not stop.is_set():
-            received[0] = signal.Signals(number).name
-        (hurry if stop.is_set() else stop).set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while not stop.wait(1.0):
+        while not signals.stop.wait(1.0):
             pass
-        log.info("%s: shutting down", received[0])
+        log.info("%s: shutting down", signals.received)
         server.stop_accepting()
-        server.drain(max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s), hurry)
+        longest = max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s)
+        server.drain(longest, signals.hurry)
     finally:
         server.shutdown()  # closes the socket, releases the data-dir lock
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     log.info("stopping compress workers (unfinished jobs resume at the next start)")
 
 

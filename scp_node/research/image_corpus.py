@@ -7,11 +7,15 @@ files the node would keep verbatim (lossy, undecodable) are skipped with the rea
 and evaluation need two more things: images of pure noise (most of mr-multivendor) are flagged,
 because no codec can compress them and a model should not learn from them, and the held-out
 split keeps every image of a patient on one side, so evaluation never sees a training patient.
+Slice stacks (a series of single-frame slices, or the frames of one multi-frame image) give the
+neighbouring-slice pairs a series-aware codec learns from; a series belongs to one patient, so
+it falls whole on one side of the split.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,8 @@ class Image:
     desc: ImageDescription
     bits_allocated: int
     patient: str  # PatientID, else the study, else the file: what the held-out split groups by
+    series: str = ""  # SeriesInstanceUID
+    position: float | None = None  # ImagePositionPatient along the slice normal, in mm
 
     @property
     def pixel_count(self) -> int:
@@ -112,6 +118,21 @@ def _patient(layout: FileLayout, path: Path) -> str:
     return f"file={path}"
 
 
+def _slice_position(layout: FileLayout) -> float | None:
+    """ImagePositionPatient projected on the slice normal (the cross product of the two
+    ImageOrientationPatient vectors): the order of slices in a stack."""
+    ds = layout.dataset
+    try:
+        orientation = [float(value) for value in ds.ImageOrientationPatient]
+        position = np.array([float(value) for value in ds.ImagePositionPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if len(orientation) != 6 or position.shape != (3,):
+        return None
+    normal = np.cross(orientation[:3], orientation[3:])
+    return float(position @ normal)
+
+
 def load_image(path: Path) -> Image | Skip:
     """Read one file into codec samples, or say why the node would keep its pixels verbatim."""
     data = path.read_bytes()
@@ -128,7 +149,17 @@ def load_image(path: Path) -> Image | Skip:
     except UnsupportedPixels as exc:
         return Skip(path, "pixels not codable", str(exc))
     samples, _, desc = samples_from_words(words, fmt)
-    return Image(path, modality_group(layout), samples, desc, fmt.bits_allocated, _patient(layout, path))
+    series = str(layout.dataset.get("SeriesInstanceUID", "") or "")
+    return Image(
+        path,
+        modality_group(layout),
+        samples,
+        desc,
+        fmt.bits_allocated,
+        _patient(layout, path),
+        series,
+        _slice_position(layout),
+    )
 
 
 def pixel_key(samples: np.ndarray) -> str:
@@ -165,7 +196,10 @@ class Split:
 
 def split_by_patient(images: Iterable[Image], held_out_fraction: float = 0.25) -> Split:
     """Hold out whole patients, chosen by a stable hash so the split is the same on every run;
-    every modality with two or more patients keeps at least one on each side."""
+    every modality with two or more patients keeps at least one on each side. Slice stacks
+    follow their patient, so a series is never split; and every modality with slice stacks of
+    two or more patients keeps a stack on each side, so series-aware coding is both learned
+    and measured."""
     real = [image for image in images if not image.is_noise]
     noise = [image for image in images if image.is_noise]
     held: set[str] = set()
@@ -178,11 +212,68 @@ def split_by_patient(images: Iterable[Image], held_out_fraction: float = 0.25) -
         if len(ranked) >= 2:
             count = min(max(count, 1), len(ranked) - 1)
         held.update(ranked[:count])
+    for patients in _stack_patients(real).values():
+        ranked = sorted(patients, key=_rank)
+        if len(ranked) >= 2 and not held.intersection(ranked):
+            held.add(ranked[0])
+        elif len(ranked) >= 2 and held.issuperset(ranked):
+            held.discard(ranked[-1])
     return Split(
         train=[image for image in real if image.patient not in held],
         held_out=[image for image in real if image.patient in held],
         noise=noise,
     )
+
+
+@dataclass(frozen=True)
+class SlicePair:
+    """Two neighbouring slices of one stack: `reference` is coded first, `target` from it."""
+
+    reference: Image
+    reference_frame: int
+    target: Image
+    target_frame: int
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits that hold both slices (slices of one series may differ in their used range)."""
+        return max(self.reference.desc.bit_depth, self.target.desc.bit_depth)
+
+
+def slice_pairs(images: Iterable[Image]) -> list[SlicePair]:
+    """Neighbouring slices: consecutive frames of a multi-frame image, and consecutive
+    single-frame images of one series ordered by position, where their geometry matches.
+    Pass one side of a `Split`: pairs never cross it, because a series has one patient."""
+    pairs: list[SlicePair] = []
+    stacks: dict[str, list[Image]] = {}
+    for image in images:
+        pairs += [SlicePair(image, frame - 1, image, frame) for frame in range(1, image.desc.frames)]
+        if image.series and image.position is not None and image.desc.frames == 1:
+            stacks.setdefault(image.series, []).append(image)
+    for stack in stacks.values():
+        ordered = sorted(stack, key=lambda image: image.position)
+        for first, second in itertools.pairwise(ordered):
+            if first.desc.shape == second.desc.shape:
+                pairs.append(SlicePair(first, 0, second, 0))
+    return pairs
+
+
+def _stack_patients(images: list[Image]) -> dict[str, set[str]]:
+    """Per modality group, the patients with a slice stack (a multi-frame image or a series of
+    two or more positioned slices)."""
+    slices: dict[tuple[str, str, str], int] = {}
+    stacks: dict[str, set[str]] = {}
+    for image in images:
+        if image.desc.frames > 1:
+            stacks.setdefault(image.modality, set()).add(image.patient)
+        elif image.series and image.position is not None:
+            slices[(image.modality, image.patient, image.series)] = (
+                slices.get((image.modality, image.patient, image.series), 0) + 1
+            )
+    for (modality, patient, _), count in slices.items():
+        if count >= 2:
+            stacks.setdefault(modality, set()).add(patient)
+    return stacks
 
 
 def _rank(patient: str) -> str:

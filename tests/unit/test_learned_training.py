@@ -1,7 +1,9 @@
-"""The training script: runs on CPU over a folder of real DICOM files, checkpoints, resumes."""
+"""The training script: runs on CPU over a folder of real DICOM files, checkpoints, resumes the
+same loss curve; slice pairs come from whole series ordered by position."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import subprocess
@@ -11,37 +13,45 @@ from pathlib import Path
 import pytest
 import torch
 
-from scp_node.research.learned_training import TrainingConfig, learning_rate_at, train
-from tests.support import pydicom_test_file
+from scp_node.research.image_corpus import load_corpus, slice_pairs, split_by_patient
+from scp_node.research.learned_training import TrainingConfig, TrainingRefused, learning_rate_at, train
+from tests.support import pydicom_test_file, shared_corpus
 
 
 def _train(folder: Path, checkpoint: Path, steps: int) -> dict:
-    command = [sys.executable, "-m", "scp_node.cli", "codec", "train", str(folder)]
+    command = [sys.executable, "-m", "scp_node.research.learned_training", str(folder)]
     command += ["--checkpoint", str(checkpoint), "--steps", str(steps), "--batch", "2", "--patch", "32"]
-    command += ["--channels", "4", "--device", "cpu"]
+    command += ["--channels", "4", "--blocks", "1", "--checkpoint-every", "2", "--series-fraction", "0.5"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_training_checkpoints_and_resumes(tmp_path: Path) -> None:
+def test_training_checkpoints_and_resumes_the_same_curve(tmp_path: Path) -> None:
     folder = tmp_path / "images"
     folder.mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "OBXXXX1A.dcm"):
+    for name in ("CT_small.dcm", "MR_small.dcm", "SC_rgb.dcm", "emri_small.dcm"):
         (folder / name).write_bytes(pydicom_test_file(name).read_bytes())
-    checkpoint = tmp_path / "model.pt"
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
     first = _train(folder, checkpoint, 3)
     assert first["step"] == 3 and checkpoint.exists()
     saved = torch.load(checkpoint, weights_only=False)
     assert saved["step"] == 3 and saved["model_config"]["channels"] == 4
 
+    with (checkpoint.parent / "loss.csv").open("a") as curve:  # a row written after the checkpoint
+        curve.write("4,9.9,0.001,1.0,nan\n")
     resumed = _train(folder, checkpoint, 5)
     assert resumed["step"] == 5  # went on from step 3, not from scratch
     assert torch.load(checkpoint, weights_only=False)["step"] == 5
     assert not checkpoint.with_suffix(".pt.partial").exists()
+    with (checkpoint.parent / "loss.csv").open() as curve:
+        rows = list(csv.DictReader(curve))
+    assert [int(row["step"]) for row in rows] == [2, 3, 4, 5]
+    seconds = [float(row["training_seconds"]) for row in rows]
+    assert seconds == sorted(seconds)  # training time adds up across the resume
 
 
 def test_patch_size_must_fit_the_scales(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(TrainingRefused, match="multiple of 8"):
         train([tmp_path], tmp_path / "model.pt", TrainingConfig(patch=30))
 
 
@@ -51,3 +61,13 @@ def test_learning_rate_decays_from_start_to_final_along_a_cosine() -> None:
     assert rates[0] == 1e-3 and abs(rates[-1] - 1e-5) < 1e-12
     assert all(a > b for a, b in itertools.pairwise(rates))
     assert abs(learning_rate_at(500, training) - (1e-3 + 1e-5) / 2) < 1e-12
+
+
+def test_slice_pairs_follow_the_slice_normal_and_whole_series_stay_on_one_side() -> None:
+    corpus = load_corpus([shared_corpus() / "series" / "mr-siemens-brain-t1post"])
+    pairs = slice_pairs(corpus.images)
+    assert len(pairs) == len(corpus.images) - 1
+    gaps = [pair.target.position - pair.reference.position for pair in pairs]
+    assert all(abs(gap - gaps[0]) < 0.01 and abs(gap) > 1 for gap in gaps)  # 6.5 mm, in order
+    split = split_by_patient(corpus.images)
+    assert not split.held_out or not split.train  # one patient: the series is never cut

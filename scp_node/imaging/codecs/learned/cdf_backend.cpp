@@ -1,5 +1,6 @@
 // CDFs of the discretized Gaussian mixtures, for torchac (entropy.py's `_cdf` describes the
-// arithmetic), one value at a time. Torch ops over
+// arithmetic), one value at a time. Without escape (the four candidates of a block's last
+// sub-pixel), the window's bins are renormalised to carry all the mass. Torch ops over
 // (values, components, bins) tensors spend most of a decode moving int64 temporaries through
 // memory; this loop keeps them in registers. Results are identical by construction (integer
 // operations only) and tests/test_learned_entropy.py checks them against a torch implementation.
@@ -14,7 +15,7 @@ torch::Tensor build_cdf(torch::Tensor mean, torch::Tensor inverse, torch::Tensor
                         torch::Tensor centre, torch::Tensor low_bits, torch::Tensor phi,
                         int64_t half_window, int64_t max_value, int64_t mean_frac_bits,
                         int64_t inverse_shift,
-                        int64_t z_offset, int64_t total, int64_t cdf_total) {
+                        int64_t z_offset, int64_t total, int64_t cdf_total, bool with_escape) {
   TORCH_CHECK(mean.dtype() == torch::kInt64 && inverse.dtype() == torch::kInt64 &&
                   weight.dtype() == torch::kInt64 && centre.dtype() == torch::kInt64 &&
                   low_bits.dtype() == torch::kInt64 && phi.dtype() == torch::kInt64,
@@ -63,9 +64,12 @@ torch::Tensor build_cdf(torch::Tensor mean, torch::Tensor inverse, torch::Tensor
       int16_t* row_out = out + row * (symbols + 1);
       int64_t running = 0;
       row_out[0] = 0;
+      // Without escape, the window holds every possible value: its bins share all the mass.
+      const int64_t span = with_escape ? total : std::max<int64_t>(below[edges - 1] - below[0], 1);
       for (int64_t s = 0; s < symbols; ++s) {
-        const int64_t bin = s < symbols - 1 ? below[s + 1] - below[s] : below[0] + (total - below[edges - 1]);
-        running += 1 + (bin * (cdf_total - symbols)) / total;  // bin >= 0: truncation is floor
+        const int64_t outside = with_escape ? below[0] + (total - below[edges - 1]) : 0;
+        const int64_t bin = s < symbols - 1 ? below[s + 1] - below[s] : outside;
+        running += 1 + (bin * (cdf_total - symbols)) / span;  // bin >= 0: truncation is floor
         row_out[s + 1] = static_cast<int16_t>(static_cast<uint16_t>(std::min(running, cdf_total - 1)));
       }
     }

@@ -5,14 +5,19 @@ The network predicts, per value, K Gaussian components as integers (fixed-point 
 index into a log-spaced scale table, a logit index); `mixture_from_indices` turns the logits
 into weights summing to WEIGHT_TOTAL. Everything here is integer arithmetic:
 
-- Each value x is split around the mixture's centre c into a coarse bin j and low bits:
-  x - c = j * 2**b + low, with b from the dominant component's scale (bins no wider than
-  sigma / 4). The low bits go into a raw bit stream; torchac codes j over 2 * HALF_WINDOW bins
-  plus one escape symbol. This keeps torchac's alphabet small (its CDFs are 16-bit and N x L in
-  memory; a 65536-symbol alphabet would decode wrong without an error).
-- Values outside the window (escape) are written raw, with `value_bits` bits, after the low bits.
+- Each value x is split around the DOMINANT component's mean c into a coarse bin j and low
+  bits: x - c = j * 2**b + low, with bins no wider than that component's sigma / 4. The low
+  bits go into a raw bit stream; torchac codes j over 2 * HALF_WINDOW bins (+-8 dominant
+  sigmas) plus one escape symbol. Sizing the window by the widest component instead (the first
+  version) made a sigma=4 component with a 0.8 %-weight sigma=256 one cost 7 bits a value
+  against 4.07 ideal: every value paid raw low bits for the rare wide one. Here the wide
+  component's mass outside the window goes to the escape symbol, which costs its probability
+  plus `value_bits` raw bits, and only where it happens. torchac's alphabet stays small (its
+  CDFs are 16-bit and N x L in memory; a 65536-symbol alphabet would decode wrong silently).
 - Bin masses come from a table of Phi (fixed_point.py) indexed by (edge - mean) / sigma in
   fixed point; every symbol gets at least 1/2**16, the escape takes the tails.
+- `encode_remainder` codes a value known to lie in [base, base + 3] (the last sub-pixel of a
+  pyramid block) as one of four symbols under the same mixture.
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ from scp_node.imaging.codecs.learned.fixed_point import (
     inverse_scale_table,
     low_bits_of_scale,
     phi_table,
-    reach_table,
 )
 
 HALF_WINDOW = 32  # bins each side of the centre; 2 * 32 bins + escape = 65 symbols
@@ -83,34 +87,32 @@ def half_window(value_bits: int) -> int:
 
 
 def _centre_and_low_bits(mixture: Mixture, half: int, max_value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer centre (weighted mean, rounded down, within [0, max_value]) and low-bit count.
+    """Integer centre (the dominant component's mean, rounded down, within [0, max_value]) and
+    low-bit count (bins within sigma / 4 of the dominant component).
 
-    Bins are as narrow as the dominant component allows (sigma / 4), but wide enough that the
-    window of 2 * half bins reaches every component's mass (REACH_SIGMAS sigmas), so a
-    spread-out mixture costs a few raw low bits instead of many escapes. A component's mass
-    beyond the value range belongs to the end values (see `_cdf`), so reach is measured from
-    means clamped to the range. Two caps: bins never need to be wider than the window needs to
-    span the whole range, and near an end value they are at most as wide as the room to that
-    end: the bin holding the end value then starts there, so its low bits do not spread a
-    likely end value over impossible positions.
+    Two caps: bins never need to be wider than the window needs to span the whole range, and
+    near an end value they are at most as wide as the room to that end: the bin holding the
+    end value then starts there, so its low bits do not spread a likely end value over
+    impossible positions.
     """
-    weighted = (mixture.mean * mixture.weight).sum(dim=-1)
-    centre = torch.div(weighted, WEIGHT_TOTAL << MEAN_FRAC_BITS, rounding_mode="floor").clamp(0, max_value)
-    dominant = torch.argmax(mixture.weight, dim=-1, keepdim=True)
+    dominant = torch.argmax(mixture.weight, dim=-1, keepdim=True)  # first of equals: deterministic
+    dominant_mean = torch.gather(mixture.mean, -1, dominant).squeeze(-1)
+    centre = (dominant_mean >> MEAN_FRAC_BITS).clamp(0, max_value)
     low_bits = low_bits_of_scale(torch.gather(mixture.scale_index, -1, dominant).squeeze(-1))
-    inside_mean = mixture.mean.clamp(0, max_value << MEAN_FRAC_BITS)
-    distance = (inside_mean - (centre[:, None] << MEAN_FRAC_BITS)).abs() >> MEAN_FRAC_BITS
-    reach = (distance + 1 + reach_table().to(centre.device)[mixture.scale_index]).amax(dim=-1)
     doublings = torch.arange(17, device=centre.device)
-    needed = ((half << doublings)[None, :] < reach[:, None]).sum(dim=-1)
     room = torch.minimum(centre, max_value - centre) + 1
     room_cap = ((1 << doublings)[None, :] <= room[:, None]).sum(dim=-1) - 1  # floor(log2(room))
     range_cap = max(0, max_value.bit_length() - half.bit_length() + 1)
-    return centre, torch.minimum(torch.maximum(low_bits, needed), room_cap.clamp(max=range_cap))
+    return centre, torch.minimum(low_bits, room_cap.clamp(max=range_cap))
 
 
 def _cdf(
-    mixture: Mixture, centre: torch.Tensor, low_bits: torch.Tensor, half: int, max_value: int
+    mixture: Mixture,
+    centre: torch.Tensor,
+    low_bits: torch.Tensor,
+    half: int,
+    max_value: int,
+    with_escape: bool = True,
 ) -> torch.Tensor:
     """(N, 2 * half + 2) int16 CDF for torchac: bins -half..half-1 then the escape symbol.
 
@@ -119,7 +121,8 @@ def _cdf(
     at or below the first value count as 0 and edges above the last value as all the mass: the
     tails beyond [0, max_value] belong to the end values, as in the training loss
     (likelihood.py). Bins are differences of masses, the escape takes what lies outside the
-    window; every symbol gets at least 1/2**16.
+    window (with_escape=False: nothing lies outside, and the bins share all the mass); every
+    symbol gets at least 1/2**16.
     The loop is C++ (cdf_backend.cpp): in torch it would move (N, K, bins) int64 temporaries
     through memory and take most of the coding time.
     """
@@ -138,6 +141,7 @@ def _cdf(
         Z_MAX * Z_STEPS,
         1 << (PHI_BITS + WEIGHT_BITS),
         CDF_TOTAL,
+        with_escape,
     )
 
 
@@ -190,6 +194,32 @@ def decode(coded: bytes, raw: bytes, mixture: Mixture, value_bits: int) -> torch
     )
     values[~inside] = unpacked[inside_count:]
     return values
+
+
+REMAINDERS = 4  # the last sub-pixel of a 2x2 block lies in [base, base + 3]
+
+
+def _remainder_cdf(mixture: Mixture, base: torch.Tensor, value_bits: int) -> torch.Tensor:
+    """CDFs over the four candidates base..base + 3, renormalised to carry all the mass (the
+    mixture's mass outside them is impossible here, as in the loss): a window of half 2 centred
+    on base + 2 with one-value bins, its escape symbol never used and given 1/2**16."""
+    centre = base + REMAINDERS // 2
+    return _cdf(mixture, centre, torch.zeros_like(centre), REMAINDERS // 2, (1 << value_bits) - 1, False)
+
+
+def encode_remainder(values: torch.Tensor, base: torch.Tensor, mixture: Mixture, value_bits: int) -> bytes:
+    """values (N,) each in [base, base + 3] -> arithmetic-coded remainders."""
+    import torchac
+
+    symbols = (values - base).to(torch.int16).cpu()
+    return torchac.encode_int16_normalized_cdf(_remainder_cdf(mixture, base, value_bits), symbols)
+
+
+def decode_remainder(coded: bytes, base: torch.Tensor, mixture: Mixture, value_bits: int) -> torch.Tensor:
+    import torchac
+
+    symbols = torchac.decode_int16_normalized_cdf(_remainder_cdf(mixture, base, value_bits), coded)
+    return base + symbols.long().to(base.device).clamp(max=REMAINDERS - 1)
 
 
 def _pack_bits(values: torch.Tensor, widths: torch.Tensor) -> bytes:

@@ -21,8 +21,6 @@ PHI_BITS = 16
 SCALE_LEVELS = 144
 SCALE_STEPS_PER_OCTAVE = 8
 SCALE_MIN_LOG2 = -2  # 0.25 ... about 2**15.9: a 16-bit image's whole range
-# A component's mass beyond this many sigmas is left to the escape symbol.
-REACH_SIGMAS = 6
 # Means are fixed point with MEAN_FRAC_BITS fractional bits.
 MEAN_FRAC_BITS = 4
 # z * Z_STEPS = (x - mean) * inverse_scale >> INVERSE_SHIFT, x and mean in mean units.
@@ -100,18 +98,6 @@ def low_bits_of_scale(scale_index: torch.Tensor) -> torch.Tensor:
     Gaussian is nearly flat, so coding their position uniformly costs almost nothing."""
     octave = torch.div(scale_index, SCALE_STEPS_PER_OCTAVE, rounding_mode="floor") + SCALE_MIN_LOG2
     return (octave - 2).clamp(min=0)
-
-
-@cache
-def reach_table() -> torch.Tensor:
-    """int64[SCALE_LEVELS]: ceil(REACH_SIGMAS * sigma_s), how far from its mean a component's
-    mass matters; the coder's window must cover it or values escape to raw coding."""
-    with localcontext() as context:
-        context.prec = 60
-        values = []
-        for s in range(SCALE_LEVELS):
-            values.append(int((REACH_SIGMAS * _sigma(s)).to_integral_value(rounding="ROUND_CEILING")))
-    return torch.tensor(values, dtype=torch.int64)
 
 
 @cache

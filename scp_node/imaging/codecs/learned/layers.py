@@ -12,11 +12,6 @@ attention's sigmoid, which is not correctly rounded in any libm, is a table comp
 `decimal`. Training runs the same arithmetic with straight-through rounding, so the network
 that is trained is the network that codes.
 
-Every block also takes `integer=False`: the same layers in plain float arithmetic, in the same
-activation units, for the encoder-only analysis networks, whose outputs are transmitted and
-never recomputed. There, rounding activations to 1/ACTIVATION_STEPS would only erase the fine
-intensity detail of a 16-bit image before it reaches the auxiliary symbols.
-
 No batch norm anywhere: batch statistics would make a code depend on its batch.
 """
 
@@ -27,7 +22,6 @@ from functools import cache
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 ACTIVATION_STEPS = 16
 ACTIVATION_LIMIT = 127
@@ -36,10 +30,6 @@ BIAS_LIMIT = 2**22
 EXACT_LIMIT = 2**24  # float32 represents every integer of smaller magnitude
 GATE_STEPS = 256  # pixel attention gates are integers g / GATE_STEPS in [0, 1]
 LEAKY_SLOPE = 0.2
-# Seed B: 8 residual blocks with dilation rates 1, 2, 4, 8, 16. The paper does not say how 8
-# blocks take 5 rates; cycling them (1, 2, 4, 8, 16, 1, 2, 4) covers a 127-pixel receptive field
-# and keeps local detail in the last blocks.
-DILATIONS = (1, 2, 4, 8, 16, 1, 2, 4)
 
 
 def round_straight_through(x: torch.Tensor) -> torch.Tensor:
@@ -49,11 +39,8 @@ def round_straight_through(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def requantize(x: torch.Tensor, integer: bool = True) -> torch.Tensor:
-    """Activation units (float) -> integer activations in [-ACTIVATION_LIMIT, ACTIVATION_LIMIT]
-    (unchanged in float layers)."""
-    if not integer:
-        return x
+def requantize(x: torch.Tensor) -> torch.Tensor:
+    """Activation units (float) -> integer activations in [-ACTIVATION_LIMIT, ACTIVATION_LIMIT]."""
     return round_straight_through(x).clamp(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
 
 
@@ -64,9 +51,8 @@ def leaky_relu(x: torch.Tensor) -> torch.Tensor:
 class IntConv2d(nn.Conv2d):
     """A conv from integer activations to activation units (float, not yet rounded)."""
 
-    def __init__(self, *args, integer: bool = True, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.integer = integer
         taps = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         if taps * WEIGHT_LIMIT * ACTIVATION_LIMIT + BIAS_LIMIT >= EXACT_LIMIT:
             raise ValueError(f"{taps} taps per output can exceed float32's exact integers")
@@ -80,11 +66,21 @@ class IntConv2d(nn.Conv2d):
         return weight, bias, scale
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        if not self.integer:
-            return self._conv_forward(q, self.weight, self.bias * ACTIVATION_STEPS)
-        weight, bias, scale = self.integer_parameters()
+        weight, bias, scale = (
+            self.integer_parameters() if torch.is_grad_enabled() else self._coding_parameters()
+        )
         accumulator = self._conv_forward(q, weight, bias)
         return accumulator * scale[None, :, None, None]
+
+    def _coding_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`integer_parameters`, computed once per version of the weights: a tile's passes call
+        every conv many times, and coding never changes the weights (loading them does, and
+        bumps their version)."""
+        key = (self.weight._version, self.bias._version, self.weight.device)
+        if getattr(self, "_coding_key", None) != key:
+            self._coding_cache = self.integer_parameters()
+            self._coding_key = key
+        return self._coding_cache
 
     def _conv_forward(self, q: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if q.is_cuda:
@@ -94,39 +90,33 @@ class IntConv2d(nn.Conv2d):
         return super()._conv_forward(q, weight, bias)
 
 
-def conv3x3(
-    in_channels: int, out_channels: int, integer: bool, dilation: int = 1, groups: int = 1
-) -> IntConv2d:
-    return IntConv2d(
-        in_channels, out_channels, 3, padding=dilation, dilation=dilation, groups=groups, integer=integer
-    )
+def conv3x3(in_channels: int, out_channels: int, dilation: int = 1, groups: int = 1) -> IntConv2d:
+    return IntConv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, groups=groups)
 
 
 class DilatedResidualBlock(nn.Module):
-    def __init__(self, channels: int, dilation: int, integer: bool = True) -> None:
+    def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
-        self.integer = integer
-        self.conv1 = conv3x3(channels, channels, integer, dilation)
-        self.conv2 = conv3x3(channels, channels, integer, dilation)
+        self.conv1 = conv3x3(channels, channels, dilation)
+        self.conv2 = conv3x3(channels, channels, dilation)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        hidden = requantize(leaky_relu(self.conv1(q)), self.integer)
-        return requantize(q + self.conv2(hidden), self.integer)
+        hidden = requantize(leaky_relu(self.conv1(q)))
+        return requantize(q + self.conv2(hidden))
 
 
 class FeatureExtractor(nn.Module):
-    """A head conv, the dilated residual blocks, a tail conv with a long skip around the blocks."""
+    """A head conv, dilated residual blocks, a tail conv with a long skip around the blocks."""
 
-    def __init__(self, in_channels: int, channels: int, integer: bool = True) -> None:
+    def __init__(self, in_channels: int, channels: int, dilations: tuple[int, ...]) -> None:
         super().__init__()
-        self.integer = integer
-        self.head = conv3x3(in_channels, channels, integer)
-        self.blocks = nn.Sequential(*(DilatedResidualBlock(channels, d, integer) for d in DILATIONS))
-        self.tail = conv3x3(channels, channels, integer)
+        self.head = conv3x3(in_channels, channels)
+        self.blocks = nn.Sequential(*(DilatedResidualBlock(channels, d) for d in dilations))
+        self.tail = conv3x3(channels, channels)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
-        features = requantize(self.head(q), self.integer)
-        return requantize(features + self.tail(self.blocks(features)), self.integer)
+        features = requantize(self.head(q))
+        return requantize(features + self.tail(self.blocks(features)))
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -134,7 +124,7 @@ class DepthwiseSeparableConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.depthwise = conv3x3(in_channels, in_channels, integer=True, groups=in_channels)
+        self.depthwise = conv3x3(in_channels, in_channels, groups=in_channels)
         self.pointwise = IntConv2d(in_channels, out_channels, 1)
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
@@ -169,23 +159,3 @@ class PixelAttention(nn.Module):
             table = _sigmoid_table().to(q.device)
             gate = table[(logit + ACTIVATION_LIMIT).long()]
         return round_straight_through(q * gate / GATE_STEPS)  # integer product, power-of-two divide
-
-
-class Upsampler(nn.Module):
-    """DS conv (C, C, 3) -> pixel attention -> DS conv (C, 4 * out, 3) -> pixel shuffle x2.
-
-    Seed B's (C, 4, 3) makes one output channel; the predictors need `out_channels` (the
-    distribution parameters of every sub-pixel), so the second conv makes 4 * out_channels.
-    Returns activation units, unrounded: features for the next scale are requantized by the
-    caller, distribution parameters are mapped to integers by the model.
-    """
-
-    def __init__(self, channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.expand = DepthwiseSeparableConv(channels, channels)
-        self.attention = PixelAttention(channels)
-        self.project = DepthwiseSeparableConv(channels, 4 * out_channels)
-
-    def forward(self, q: torch.Tensor) -> torch.Tensor:
-        attended = self.attention(requantize(self.expand(q)))
-        return functional.pixel_shuffle(self.project(attended), 2)

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from scp_node.imaging.codecs.learned.model import ModelConfig, MultiScaleModel
+from scp_node.imaging.codecs.learned.model import ModelConfig, PyramidModel
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "seedb.pt"
 DIGEST_BYTES = 8
 
 
-def save_weights(model: MultiScaleModel, path: Path, card: dict[str, Any]) -> None:
+def save_weights(model: PyramidModel, path: Path, card: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     partial = path.with_suffix(path.suffix + ".partial")
@@ -31,10 +31,11 @@ def save_weights(model: MultiScaleModel, path: Path, card: dict[str, Any]) -> No
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
     """Weights only (no optimiser state) of a training checkpoint, with its card; returns the card."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model = MultiScaleModel(ModelConfig(**state["model_config"]))
+    model = PyramidModel(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     card = {
         "steps": state["step"],
+        "training_seconds": state.get("training_seconds"),
         "training": state["training_config"],
         "folders": state.get("folders", []),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -47,9 +48,9 @@ def weights_digest(path: Path) -> bytes:
     return hashlib.sha256(path.read_bytes()).digest()[:DIGEST_BYTES]
 
 
-def load_model(path: Path, device: torch.device) -> tuple[MultiScaleModel, bytes, dict[str, Any]]:
+def load_model(path: Path, device: torch.device) -> tuple[PyramidModel, bytes, dict[str, Any]]:
     """(model in eval mode on `device`, digest of the file, model card)."""
     contents = torch.load(path, map_location="cpu", weights_only=True)
-    model = MultiScaleModel(ModelConfig(**contents["model_config"]))
+    model = PyramidModel(ModelConfig(**contents["model_config"]))
     model.load_state_dict(contents["model"])
     return model.eval().to(device), weights_digest(path), contents.get("card", {})
