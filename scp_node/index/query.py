@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from sqlalchemy import ColumnElement, Select, and_, distinct, false, func, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from scp_node.index.dicom_values import InvalidValue, TemporalVR, period, split_range
 from scp_node.index.errors import IndexingError
@@ -49,30 +49,41 @@ class Attribute:
 
 _STUDY_SERIES = Series.study_pk == Study.id
 
+
+def _count_below(
+    owner: type[Patient | Study | Series], counted: Literal["studies", "series", "instances"]
+) -> ColumnElement[int]:
+    """The number of `counted` (served instances only) under the outer query's `owner` row.
+    The counted tables are aliases correlated with `owner` alone: a SERIES or IMAGE query has
+    Study and Series in its own FROM, which would otherwise swallow the count's."""
+    study, series, instance = aliased(Study), aliased(Series), aliased(Instance)
+    if counted == "studies":
+        statement = select(func.count(study.id))
+    elif counted == "series":
+        statement = select(func.count(series.id)).join(study, series.study_pk == study.id)
+    else:
+        statement = (
+            select(func.count(instance.id))
+            .join(series, instance.series_pk == series.id)
+            .join(study, series.study_pk == study.id)
+            .where(instance.replaced_by_uid.is_(None))  # SERVED, on the alias
+        )
+    belongs = {
+        Patient: study.patient_pk == Patient.id,
+        Study: study.id == Study.id,
+        Series: series.id == Series.id,
+    }[owner]
+    return statement.where(belongs).correlate(owner).scalar_subquery()
+
+
 ATTRIBUTES: dict[str, Attribute] = {
     "PatientName": Attribute("PATIENT", "pn", Patient.patient_name),
     "PatientID": Attribute("PATIENT", "text", Patient.patient_id),
     "PatientBirthDate": Attribute("PATIENT", "DA", Patient.birth_date),
     "PatientSex": Attribute("PATIENT", "text", Patient.sex),
-    "NumberOfPatientRelatedStudies": Attribute(
-        "PATIENT",
-        "count",
-        select(func.count(Study.id)).where(Study.patient_pk == Patient.id).scalar_subquery(),
-    ),
-    "NumberOfPatientRelatedSeries": Attribute(
-        "PATIENT",
-        "count",
-        select(func.count(Series.id)).join(Study).where(Study.patient_pk == Patient.id).scalar_subquery(),
-    ),
-    "NumberOfPatientRelatedInstances": Attribute(
-        "PATIENT",
-        "count",
-        select(func.count(Instance.id))
-        .join(Series)
-        .join(Study)
-        .where(Study.patient_pk == Patient.id, SERVED)
-        .scalar_subquery(),
-    ),
+    "NumberOfPatientRelatedStudies": Attribute("PATIENT", "count", _count_below(Patient, "studies")),
+    "NumberOfPatientRelatedSeries": Attribute("PATIENT", "count", _count_below(Patient, "series")),
+    "NumberOfPatientRelatedInstances": Attribute("PATIENT", "count", _count_below(Patient, "instances")),
     "StudyInstanceUID": Attribute("STUDY", "uid", Study.study_instance_uid),
     "StudyDate": Attribute("STUDY", "DA", Study.study_date),
     "StudyTime": Attribute("STUDY", "TM", Study.study_time),
@@ -81,26 +92,13 @@ ATTRIBUTES: dict[str, Attribute] = {
     "StudyDescription": Attribute("STUDY", "text", Study.study_description),
     "ReferringPhysicianName": Attribute("STUDY", "pn", Study.referring_physician_name),
     "ModalitiesInStudy": Attribute("STUDY", "modalities"),
-    "NumberOfStudyRelatedSeries": Attribute(
-        "STUDY", "count", select(func.count(Series.id)).where(Series.study_pk == Study.id).scalar_subquery()
-    ),
-    "NumberOfStudyRelatedInstances": Attribute(
-        "STUDY",
-        "count",
-        select(func.count(Instance.id))
-        .join(Series)
-        .where(Series.study_pk == Study.id, SERVED)
-        .scalar_subquery(),
-    ),
+    "NumberOfStudyRelatedSeries": Attribute("STUDY", "count", _count_below(Study, "series")),
+    "NumberOfStudyRelatedInstances": Attribute("STUDY", "count", _count_below(Study, "instances")),
     "SeriesInstanceUID": Attribute("SERIES", "uid", Series.series_instance_uid),
     "Modality": Attribute("SERIES", "text", Series.modality),
     "SeriesNumber": Attribute("SERIES", "text", Series.series_number),
     "SeriesDescription": Attribute("SERIES", "text", Series.series_description),
-    "NumberOfSeriesRelatedInstances": Attribute(
-        "SERIES",
-        "count",
-        select(func.count(Instance.id)).where(Instance.series_pk == Series.id, SERVED).scalar_subquery(),
-    ),
+    "NumberOfSeriesRelatedInstances": Attribute("SERIES", "count", _count_below(Series, "instances")),
     "SOPInstanceUID": Attribute("IMAGE", "uid", Instance.sop_instance_uid),
     "SOPClassUID": Attribute("IMAGE", "uid", Instance.sop_class_uid),
     "InstanceNumber": Attribute("IMAGE", "text", Instance.instance_number),
@@ -274,6 +272,6 @@ def _value_of(keyword: str, entities: dict) -> str:
 
 def _modalities(session: Session, study_id: int) -> list[str]:
     rows = session.scalars(
-        select(distinct(Series.modality)).where(Series.study_pk == study_id, Series.modality != "")
+        select(Series.modality).distinct().where(Series.study_pk == study_id, Series.modality != "")
     )
     return sorted(rows)

@@ -102,41 +102,21 @@ def parse_search(level: Level, params: list[tuple[str, str]], scope: Mapping[str
     ]
     if ignored:
         search.warnings.append(f'299 scp-node "not supported for matching, ignored: {",".join(ignored)}"')
-    asked = [*keys, *(element.keyword for element in identifier)]
-    upper_counts = sorted(set(asked) - set(_own(asked, level)))
-    if upper_counts:
-        search.warnings.append(f'299 scp-node "not returned at this level: {",".join(upper_counts)}"')
-        for keyword in upper_counts:
-            identifier.pop(Tag(tag_for_keyword(keyword)), None)
     for keyword in keys:
-        if keyword not in identifier and keyword not in upper_counts:
+        if keyword not in identifier:
             identifier.add_new(Tag(tag_for_keyword(keyword)), dictionary_VR(tag_for_keyword(keyword)), None)
     return search
 
 
 def _default_keys(level: Level, scope: Mapping[str, str]) -> list[str]:
-    keys = (
-        ["StudyInstanceUID"] if "StudyInstanceUID" in scope and level != "STUDY" else _own(STUDY_KEYS, level)
-    )
+    keys = ["StudyInstanceUID"] if "StudyInstanceUID" in scope and level != "STUDY" else list(STUDY_KEYS)
     if level in ("SERIES", "IMAGE"):
         keys += (
-            ["SeriesInstanceUID"]
-            if "SeriesInstanceUID" in scope and level == "IMAGE"
-            else _own(SERIES_KEYS, level)
+            ["SeriesInstanceUID"] if "SeriesInstanceUID" in scope and level == "IMAGE" else list(SERIES_KEYS)
         )
     if level == "IMAGE":
         keys += INSTANCE_KEYS
     return keys
-
-
-def _own(keywords: tuple[str, ...] | list[str], level: Level) -> list[str]:
-    """`keywords` less the counts of levels above `level`: the index's count subqueries
-    correlate only at their own level (a series search cannot return NumberOfStudyRelatedSeries)."""
-    return [
-        k
-        for k in keywords
-        if k not in ATTRIBUTES or ATTRIBUTES[k].kind != "count" or ATTRIBUTES[k].level == level
-    ]
 
 
 def _included(value: str, level: Level) -> list[str]:
@@ -144,9 +124,7 @@ def _included(value: str, level: Level) -> list[str]:
     if value == "all":
         order = ("PATIENT", "STUDY", "SERIES", "IMAGE")
         allowed = order[: order.index(level) + 1]
-        return _own(
-            [keyword for keyword, attribute in ATTRIBUTES.items() if attribute.level in allowed], level
-        )
+        return [keyword for keyword, attribute in ATTRIBUTES.items() if attribute.level in allowed]
     return [keyword_for_tag(_tag(name)) for name in value.split(",") if name.strip()]
 
 

@@ -83,6 +83,44 @@ def test_counts_and_modalities_in_study_come_with_the_responses(index) -> None:
     ) == sorted([(uids["B"], "MR", 2), (uids["C"], "MR", 2)])
 
 
+def test_counts_of_the_levels_above_come_with_series_and_image_responses(index) -> None:
+    """Each count is of its own level's row: a SERIES response can carry its study's and its
+    patient's counts, an IMAGE response its series' count."""
+    session, uids = index
+    series = _identifier(
+        "SERIES",
+        PatientID="P2",
+        StudyInstanceUID=uids["B"],
+        SeriesInstanceUID="",
+        NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedInstances="",
+        NumberOfStudyRelatedSeries="",
+        NumberOfStudyRelatedInstances="",
+        NumberOfSeriesRelatedInstances="",
+    )
+    (response,) = matches(session, Query.parse("patient", series))
+    counts = [
+        response.NumberOfPatientRelatedStudies,
+        response.NumberOfPatientRelatedInstances,
+        response.NumberOfStudyRelatedSeries,
+        response.NumberOfStudyRelatedInstances,
+        response.NumberOfSeriesRelatedInstances,
+    ]
+    assert (response.SeriesInstanceUID, counts) == (uids["B/series"], [2, 4, 1, 2, 2])
+    image = _identifier(
+        "IMAGE",
+        StudyInstanceUID=uids["A"],
+        SeriesInstanceUID=uids["A/series"],
+        SOPInstanceUID="",
+        NumberOfSeriesRelatedInstances="",
+        NumberOfStudyRelatedSeries="",
+    )
+    responses = list(matches(session, Query.parse("study", image)))
+    assert sorted(
+        (r.SOPInstanceUID, r.NumberOfSeriesRelatedInstances, r.NumberOfStudyRelatedSeries) for r in responses
+    ) == sorted([(uids["A/1"], 2, 1), (uids["A/2"], 2, 1)])
+
+
 def test_uid_lists_match_any_of_them(index) -> None:
     session, uids = index
     identifier = _identifier(

@@ -146,13 +146,14 @@ def test_uid_lists_take_commas_and_unsupported_keys_are_warned_about() -> None:
     assert any("InstitutionName" in warning for warning in search.warnings)
 
 
-def test_counts_of_upper_levels_are_left_out_of_lower_level_searches() -> None:
+def test_counts_of_upper_levels_come_with_lower_level_searches() -> None:
+    """A series search not scoped to a study returns the study's attributes, counts included
+    (PS3.18 Table 10.6.3-4), as includefield can ask for them."""
     search = parse_search("SERIES", [("includefield", "NumberOfStudyRelatedSeries")], {})
-    assert "NumberOfStudyRelatedSeries" not in search.identifier
-    assert (
-        "NumberOfStudyRelatedSeries" not in parse_search("SERIES", [("includefield", "all")], {}).identifier
-    )
-    assert "NumberOfStudyRelatedSeries" in parse_search("STUDY", [], {}).identifier
+    assert "NumberOfStudyRelatedSeries" in search.identifier
+    assert "NumberOfStudyRelatedSeries" in parse_search("SERIES", [("includefield", "all")], {}).identifier
+    assert "NumberOfStudyRelatedInstances" in parse_search("SERIES", [], {}).identifier
+    assert not any("not returned" in warning for warning in search.warnings)
 
 
 @pytest.mark.parametrize(
