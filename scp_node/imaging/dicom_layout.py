@@ -128,8 +128,9 @@ def read_layout(data: bytes) -> FileLayout:
 def _check_element_walk(data: bytes, offset: int, transfer_syntax: UID) -> None:
     """Every top-level element must have an even length and the last must end at the last byte.
 
-    pydicom stops quietly on a cut element header and skips over a deferred value whose length
-    runs past the end, so a damaged transfer can parse as a shorter, plausible data set.
+    pydicom stops quietly on a cut element header, skips over a deferred value whose length runs
+    past the end and returns a short read for a small value cut at the end of the file, so a
+    damaged transfer can parse as a shorter, plausible data set.
     """
     stream = io.BytesIO(data)
     stream.seek(offset)
@@ -142,6 +143,9 @@ def _check_element_walk(data: bytes, offset: int, transfer_syntax: UID) -> None:
             length = getattr(element, "length", UNDEFINED_LENGTH)  # sequences come parsed
             if length != UNDEFINED_LENGTH and length % 2:
                 raise InvalidDicomFile(f"element {element.tag} has odd length {length}")
+            value = getattr(element, "value", None)  # None where deferred (checked by `end`)
+            if isinstance(value, bytes) and length != UNDEFINED_LENGTH and len(value) < length:
+                raise InvalidDicomFile(f"element {element.tag} truncated: {len(value)} of {length} bytes")
             end = stream.tell()
     except InvalidDicomFile:
         raise

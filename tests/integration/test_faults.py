@@ -466,6 +466,10 @@ def _bad_file(case: str, source: Dataset, tmp_path: Path) -> tuple[str, Path]:
     before_pixels = max(tag for tag in elements if tag < 0x7FE00010)
     if case == "truncated_pixel_data":
         del data[pixel_offset + pixel_header + pixel_length // 2 :]
+    elif case == "cut_in_last_element":  # the trailing padding (FFFC,FFFC) after the pixels is cut short
+        offset, header, length = elements[max(elements)]
+        assert max(elements) > 0x7FE00010 and length > 8
+        del data[offset + header + length // 2 :]
     elif case == "cut_in_element_header":  # tag and VR of Pixel Data arrived, its length did not
         del data[pixel_offset + 6 :]
     elif case == "pixel_length_beyond_end":
@@ -489,6 +493,7 @@ def _bad_file(case: str, source: Dataset, tmp_path: Path) -> tuple[str, Path]:
 BAD_DATA_SETS = [
     pytest.param("truncated_pixel_data", id="truncated-pixel-data"),
     pytest.param("cut_in_element_header", id="cut-in-element-header"),
+    pytest.param("cut_in_last_element", id="cut-in-last-element"),
     pytest.param("pixel_length_beyond_end", id="pixel-length-beyond-end"),
     pytest.param("element_length_beyond_end", id="element-length-beyond-end"),
     pytest.param("odd_length_element", id="odd-length-element"),
