@@ -179,6 +179,9 @@ class HttpConfig(StrictModel):
     users: list[HttpUser] = Field(default_factory=list)
     # Origins a browser viewer (OHIF...) may call from; [] sends no CORS headers.
     cors_origins: list[str] = Field(default_factory=list)
+    # The node's address as clients reach it (behind a proxy, say), e.g. https://pacs.example.org:
+    # the start of the RetrieveURLs and BulkDataURIs it answers with. Empty: the request's Host.
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$")
     # Largest request body (STOW-RS upload) accepted; larger ones get 413 before anything is stored.
     max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 

@@ -152,6 +152,10 @@ class DicomWeb:
     def search_instances(self, request: Request) -> Response:
         return self._search(request, "IMAGE")
 
+    def _base_url(self, request: Request) -> str:
+        """Where clients reach /dicom-web: http.public_url, else what the request was sent to."""
+        return f"{(self.config.public_url or str(request.base_url)).rstrip('/')}{PREFIX}"
+
     def _search(self, request: Request, level: Level) -> Response:
         self.principal(request, "find")
         _require_json(request.headers.get("accept"))
@@ -161,7 +165,7 @@ class DicomWeb:
             if name in request.path_params
         }
         search = parse_search(level, list(request.query_params.multi_items()), scope)
-        base = _base_url(request)
+        base = self._base_url(request)
         with self.context.sessions() as session:
             found = [_with_retrieve_url(ds, level, base).to_json_dict() for ds in search.results(session)]
         headers = {"Warning": _header_text(", ".join(search.warnings))} if search.warnings else None
@@ -187,7 +191,7 @@ class DicomWeb:
         self.principal(request, "get")
         _require_json(request.headers.get("accept"))
         instances = _target(request).instances(self.context)
-        base = _base_url(request)
+        base = self._base_url(request)
         return JSONResponse([metadata(i, self.context, base) for i in instances], media_type=DICOM_JSON)
 
     def frames(self, request: Request) -> Response:
@@ -223,7 +227,7 @@ class DicomWeb:
         sender = f"HTTP:{principal.name}"[:16] if principal.name else "HTTP"
         study = request.path_params.get("study")
         outcomes = await run_in_threadpool(self._store_all, parts, sender, study)
-        status, ds = stow.response(outcomes, _base_url(request))
+        status, ds = stow.response(outcomes, self._base_url(request))
         stored = sum(1 for o in outcomes if o.result.status == 0)
         log.info("STOW-RS from %s at %s: %d of %d stored", sender, _client(request), stored, len(outcomes))
         warnings = stow.warnings(outcomes)
@@ -262,10 +266,6 @@ def _require_json(accept: str | None) -> None:
 def _target(request: Request) -> Target:
     params = request.path_params
     return Target(params["study"], params.get("series", ""), params.get("instance", ""))
-
-
-def _base_url(request: Request) -> str:
-    return f"{str(request.base_url).rstrip('/')}{PREFIX}"
 
 
 def _with_retrieve_url(ds: Dataset, level: Level, base: str) -> Dataset:

@@ -359,6 +359,27 @@ def test_bad_uploads_get_4xx_and_store_nothing(web: RunningNode, caplog: pytest.
     assert _count(web) == 0
 
 
+def test_urls_in_answers_start_with_the_public_url_when_one_is_set(tmp_path: Path) -> None:
+    """Behind a proxy, the RetrieveURLs and BulkDataURIs a client gets must be the proxy's."""
+    public = "https://pacs.example.org/archive"
+    config = make_config(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'index.sqlite'}",
+        **{"http.anonymous_permissions": ["find", "get", "store"], "http.public_url": public + "/"},
+    )
+    node = start_node(config, http=True)
+    try:
+        client = DICOMwebClient(f"{_url(node)}/dicom-web")
+        ct = _datasets("CT_small.dcm")[0]
+        client.store_instances([ct])
+        (study,) = client.search_for_studies()
+        assert Dataset.from_json(study).RetrieveURL == f"{public}/dicom-web/studies/{ct.StudyInstanceUID}"
+        (metadata,) = client.retrieve_series_metadata(ct.StudyInstanceUID, ct.SeriesInstanceUID)
+        assert metadata["7FE00010"]["BulkDataURI"].startswith(f"{public}/dicom-web/studies/")
+    finally:
+        node.stop()
+
+
 @pytest.mark.parametrize("policy", ["reject", "overwrite"])
 def test_duplicate_policy_applies_to_stow(tmp_path: Path, policy: str) -> None:
     config = make_config(
