@@ -54,17 +54,9 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
 
 def codec_train(_config: NodeConfig, args: argparse.Namespace) -> int:
     from scp_node.imaging.codecs.learned.model import ModelConfig
-    from scp_node.research.learned_training import TrainingConfig, TrainingRefused, train
+    from scp_node.research.learned_training import TrainingRefused, train, training_config
 
-    training = TrainingConfig(
-        steps=args.steps,
-        patch=args.patch,
-        batch=args.batch,
-        learning_rate=args.learning_rate,
-        final_learning_rate=args.final_learning_rate,
-        checkpoint_seconds=args.checkpoint_seconds,
-        series_fraction=args.series_fraction,
-    )
+    training = training_config(args)
     model = ModelConfig(channels=args.channels, blocks=args.blocks)
     try:
         result = train(args.folders, args.checkpoint, training, model, args.device)

@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,13 @@ class TrainingConfig:
     # throw the weights away in one step.
     gradient_limit: float = 10.0
     seed: int = 0
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The TrainingConfig that command-line `args` set (this module's main and `codec train`);
+    fields they do not name keep their defaults."""
+    names = [field.name for field in fields(TrainingConfig) if hasattr(args, field.name)]
+    return TrainingConfig(**{name: getattr(args, name) for name in names})
 
 
 @dataclass
@@ -307,16 +314,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    training = TrainingConfig(
-        steps=args.steps,
-        patch=args.patch,
-        batch=args.batch,
-        learning_rate=args.learning_rate,
-        final_learning_rate=args.final_learning_rate,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds,
-        series_fraction=args.series_fraction,
-    )
+    training = training_config(args)
     result = train(
         args.folders,
         args.checkpoint,

@@ -359,15 +359,20 @@ def test_bad_uploads_get_4xx_and_store_nothing(web: RunningNode, caplog: pytest.
     assert _count(web) == 0
 
 
-def test_urls_in_answers_start_with_the_public_url_when_one_is_set(tmp_path: Path) -> None:
-    """Behind a proxy, the RetrieveURLs and BulkDataURIs a client gets must be the proxy's."""
-    public = "https://pacs.example.org/archive"
+def _open_node(tmp_path: Path, anonymous: list[str], **settings: object) -> RunningNode:
+    """A SQLite node with HTTP whose anonymous requests may do `anonymous`."""
     config = make_config(
         tmp_path,
         f"sqlite:///{tmp_path / 'index.sqlite'}",
-        **{"http.anonymous_permissions": ["find", "get", "store"], "http.public_url": public + "/"},
+        **{"http.anonymous_permissions": anonymous, **settings},
     )
-    node = start_node(config, http=True)
+    return start_node(config, http=True)
+
+
+def test_urls_in_answers_start_with_the_public_url_when_one_is_set(tmp_path: Path) -> None:
+    """Behind a proxy, the RetrieveURLs and BulkDataURIs a client gets must be the proxy's."""
+    public = "https://pacs.example.org/archive"
+    node = _open_node(tmp_path, ["find", "get", "store"], **{"http.public_url": public + "/"})
     try:
         client = DICOMwebClient(f"{_url(node)}/dicom-web")
         ct = _datasets("CT_small.dcm")[0]
@@ -382,12 +387,7 @@ def test_urls_in_answers_start_with_the_public_url_when_one_is_set(tmp_path: Pat
 
 @pytest.mark.parametrize("policy", ["reject", "overwrite"])
 def test_duplicate_policy_applies_to_stow(tmp_path: Path, policy: str) -> None:
-    config = make_config(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'index.sqlite'}",
-        **{"http.anonymous_permissions": ["store"], "storage.duplicate_policy": policy},
-    )
-    node = start_node(config, http=True)
+    node = _open_node(tmp_path, ["store"], **{"storage.duplicate_policy": policy})
     try:
         client = DICOMwebClient(f"{_url(node)}/dicom-web")
         original = _datasets("CT_small.dcm")[0]
