@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from scp_node.errors import ServiceError
-from scp_node.imaging.blob import decode_instance
+from scp_node.imaging.blob import ReferenceFiles, decode_instance
 from scp_node.imaging.codecs import SiteCodecs
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.imaging.encapsulation import (
@@ -53,12 +53,13 @@ class StoredFile:
         return self.transfer_syntax == self.received_syntax
 
 
-def load_stored_file(instance: Instance, codecs: SiteCodecs) -> StoredFile:
+def load_stored_file(instance: Instance, codecs: SiteCodecs, reference_files: ReferenceFiles) -> StoredFile:
     """The instance as a Part-10 file, digest-checked: byte-identical to what was received
-    unless compressed input was stored with a pixel codec (then Explicit VR Little Endian)."""
+    unless compressed input was stored with a pixel codec (then Explicit VR Little Endian).
+    `reference_files`: the node's `NodeContext.instance_file`, for series-mode blobs."""
     received = UID(instance.transfer_syntax_uid)
     if instance.blob_path:
-        rebuilt = decode_instance(Path(instance.blob_path).read_bytes(), codecs)
+        rebuilt = decode_instance(Path(instance.blob_path).read_bytes(), codecs, reference_files)
         stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)
         if not stored.as_received:
             return stored  # compressed input decoded: its pixels were verified at encode time

@@ -1,5 +1,10 @@
 """The compress job: spool file -> codec -> verify -> blob -> index, then drop the spool file.
 
+Series mode: where the chosen codec has one (`series_depth`), a CT / MR / PT slice is coded
+against the nearest stored slice of its series (`index.slices` says which may serve, and keeps
+chains short); the blob names it, and its row claims it at commit. Before a slice that others
+were coded against is replaced, `recode_dependants` codes those again without it.
+
 Where a rule names a lossy codec, the job stores a lossy copy under a new SOP Instance UID
 (`workers.lossy_copy`) that replaces the original in queries and retrievals; the original is
 kept losslessly until compression.lossy says to drop it, or dropped at once.
@@ -18,21 +23,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from scp_node.context import NodeContext
-from scp_node.imaging.blob import EncodedInstance, encode_instance
+from scp_node.imaging.blob import EncodedInstance, ReferenceSlice, decode_instance, encode_instance
 from scp_node.imaging.codecs import CodecUnavailable, SiteCodecs
 from scp_node.imaging.errors import ImagingError
 from scp_node.index import states
-from scp_node.index.models import utcnow
+from scp_node.index.models import Instance, utcnow
 from scp_node.index.repository import find_instance
+from scp_node.index.slices import ReferenceChanged, dependants_of, nearest_reference
 from scp_node.index.states import (
     DONE,
     DerivedCopy,
     StoredBlob,
     Superseded,
     mark_compressed,
+    recode_dependant,
     replace_with_copy,
 )
 from workers.lossy_copy import LossyCopy, encode_lossy_copy
@@ -71,7 +79,7 @@ class _Work:
     calling_ae: str
 
 
-def _compress(context: NodeContext, work: _Work) -> str:
+def _compress(context: NodeContext, work: _Work, series: bool = True) -> str:
     try:
         data = Path(work.spool_path).read_bytes()
     except FileNotFoundError:
@@ -85,12 +93,17 @@ def _compress(context: NodeContext, work: _Work) -> str:
         if copy is not None:
             return _replace_with_copy(context, work, data, copy)
         choice = default_choice(context.config.compression)
-    encoded, fell_back = encode_verified(codecs, data, choice, work.uid)
-    blob = _stored(context, work.uid, encoded, fell_back)
+    reference = _series_reference(context, work.uid, choice) if series else None
+    encoded, fell_back = encode_verified(codecs, data, choice, work.uid, reference and reference.slice)
+    blob = _stored(context, work.uid, encoded, fell_back, reference)
     try:
         with context.sessions() as session:
             mark_compressed(session, work.uid, work.spool_path, blob)
             session.commit()
+    except ReferenceChanged as exc:
+        log.info("%s: %s while coding against it; coding it alone", work.uid, exc)
+        context.discard_unreferenced([blob.path])
+        return _compress(context, work, series=False)
     except (Superseded, StaleDataError):
         log.info("instance %s changed while compressing; leaving it to its new job", work.uid)
         return "superseded"
@@ -124,9 +137,16 @@ def _superseded(context: NodeContext, work: _Work) -> bool:
         return False
 
 
-def _stored(context: NodeContext, uid: str, encoded: EncodedInstance, fell_back: bool) -> StoredBlob:
+def _stored(
+    context: NodeContext,
+    uid: str,
+    encoded: EncodedInstance,
+    fell_back: bool,
+    reference: SeriesReference | None = None,
+) -> StoredBlob:
     """Write the blob; the file is this job's until a committed row names it."""
     path, sha256 = context.blobs.put(uid, encoded.blob)
+    used = reference is not None and encoded.reference_uid == reference.slice.sop_instance_uid
     return StoredBlob(
         path=path,
         sha256=sha256,
@@ -135,7 +155,72 @@ def _stored(context: NodeContext, uid: str, encoded: EncodedInstance, fell_back:
         pixel_bytes_in=encoded.pixel_bytes_in,
         pixel_bytes_out=encoded.pixel_bytes_out,
         size=len(encoded.blob),
+        reference_uid=reference.slice.sop_instance_uid if used and reference else None,
+        reference_blob_sha256=reference.blob_sha256 if used and reference else None,
     )
+
+
+@dataclass(frozen=True)
+class SeriesReference:
+    """The stored slice a blob may be coded against, as of the blob it was read from."""
+
+    slice: ReferenceSlice
+    blob_sha256: str
+
+
+def _series_reference(context: NodeContext, uid: str, choice: CodecChoice) -> SeriesReference | None:
+    try:
+        codec = codec_for(context.codecs, choice)
+    except CodecUnavailable:
+        return None
+    if codec is None or codec.series_depth == 0:
+        return None
+    with context.sessions() as session:
+        instance = find_instance(session, uid)
+        reference = nearest_reference(session, instance, codec.series_depth) if instance else None
+        if reference is None:
+            return None
+        reference_uid, blob_sha256 = reference.sop_instance_uid, reference.blob_sha256
+    try:
+        data = context.instance_file(reference_uid)
+    except (ImagingError, OSError) as exc:  # replaced meanwhile, say: code the slice alone
+        log.info("%s: reference slice %s unreadable (%s); coding it alone", uid, reference_uid, exc)
+        return None
+    assert blob_sha256 is not None, "a COMPRESSED row names its blob"
+    return SeriesReference(ReferenceSlice(reference_uid, data), blob_sha256)
+
+
+def recode_dependants(
+    context: NodeContext, session: Session, reference: Instance
+) -> tuple[list[str], list[Path]]:
+    """Before `reference` is replaced: every blob coded against it is coded again without it,
+    from its file rebuilt while the reference is still the slice it was coded against; the
+    rows are updated in `session` (the caller's transaction, which replaces the reference).
+
+    Returns the old blobs no row will name after the commit, and the new blobs written (the
+    caller discards those if its transaction fails). ImagingError / CompressionFailed where a
+    dependant cannot be rebuilt or re-coded: the reference must then stay as it is."""
+    obsolete: list[str] = []
+    written: list[Path] = []
+    for dependant in dependants_of(session, reference.sop_instance_uid):
+        assert dependant.blob_path is not None, "a dependant is named by its blob"
+        data = decode_instance(
+            Path(dependant.blob_path).read_bytes(), context.codecs, context.instance_file
+        ).data
+        choice = choose_codec(
+            context.config.compression, modality=dependant.series.modality, calling_ae=dependant.calling_ae
+        )
+        encoded, fell_back = encode_verified(context.codecs, data, choice, dependant.sop_instance_uid)
+        blob = _stored(context, dependant.sop_instance_uid, encoded, fell_back)
+        written.append(blob.path)
+        obsolete.append(dependant.blob_path)
+        recode_dependant(session, dependant, blob)
+        log.info(
+            "%s re-coded without reference slice %s, which is being replaced",
+            dependant.sop_instance_uid,
+            reference.sop_instance_uid,
+        )
+    return obsolete, written
 
 
 def _is_lossy(codecs: SiteCodecs, choice: CodecChoice) -> bool:
@@ -197,13 +282,13 @@ def _replace_with_copy(context: NodeContext, work: _Work, data: bytes, copy: Los
 
 
 def encode_verified(
-    codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str
+    codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str, reference: ReferenceSlice | None = None
 ) -> tuple[EncodedInstance, bool]:
     """Try the chosen codec, then the fallbacks; a fallback is logged and flagged in the index."""
     failures = []
     for attempt in fallback_chain(choice):
         try:
-            encoded = encode_smallest(codecs, data, attempt, uid)
+            encoded = encode_smallest(codecs, data, attempt, uid, reference)
         except ImagingError as exc:  # data the codec refuses: the next one may manage
             failures.append(f"{attempt.name}: {exc}")
             log.warning("codec %s failed on %s: %s", attempt.name, uid, exc)
@@ -217,10 +302,13 @@ class CompressionFailed(Exception):
     did at ingest); the instance stays served from its spool file, marked failed."""
 
 
-def encode_smallest(codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str) -> EncodedInstance:
-    """The chosen codec's verified blob, or a rival's where that is smaller for this image."""
+def encode_smallest(
+    codecs: SiteCodecs, data: bytes, choice: CodecChoice, uid: str, reference: ReferenceSlice | None = None
+) -> EncodedInstance:
+    """The chosen codec's verified blob (against `reference` where the codec has a series
+    mode), or a rival's where that is smaller for this image."""
     codec = codec_for(codecs, choice)
-    best = encode_instance(data, codec)
+    best = encode_instance(data, codec, reference=reference)
     if codec is None or best.mode != "coded":
         return best
     for rival in rivals(codec):

@@ -34,7 +34,7 @@ def verify(config: NodeConfig, args: argparse.Namespace) -> int:
             if problem is None and random.random() < fraction:
                 decoded += 1
                 try:
-                    load_stored_file(instance, context.codecs)
+                    load_stored_file(instance, context.codecs, context.instance_file)
                 except (RetrieveError, OSError, ImagingError) as exc:
                     problem = str(exc)
             if problem:

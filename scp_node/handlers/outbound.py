@@ -165,7 +165,8 @@ class Outbound:
             instance = find_instance(session, sop_uid)
             if instance is None:
                 return None
-            return load_stored_file(instance, self._context.codecs), instance.sop_class_uid
+            context = self._context
+            return load_stored_file(instance, context.codecs, context.instance_file), instance.sop_class_uid
 
     def _accepted_syntaxes(self, sop_class: str) -> list[UID]:
         # as_scu: this node's side sends C-STORE on the context (as C-GET SCP or C-MOVE SCU).

@@ -10,6 +10,10 @@ job). The unique UID index and the instance row's version column make the later 
 instead of overwriting; the store then re-reads the index and applies the duplicate policy
 again, so exactly one consistent copy remains.
 
+Replacing a slice that series-mode blobs were coded against re-codes those blobs without it
+first, in the same commit (`workers.jobs.recode_dependants`): no stored instance ever names a
+reference that is gone.
+
 STOW-RS (scp_node/web/stow.py) stores through the same `ingest` step, so both services give
 the same guarantees and apply the same duplicate policy.
 """
@@ -28,10 +32,12 @@ from scp_node.access import AccessControl
 from scp_node.context import NodeContext
 from scp_node.handlers import status
 from scp_node.imaging.dicom_layout import InvalidDicomFile
+from scp_node.imaging.errors import ImagingError
 from scp_node.index.models import Instance
 from scp_node.index.repository import find_instance, record_received, unreferenced
 from scp_node.storage.durable import remove
 from scp_node.storage.spool import SpooledInstance
+from workers.jobs import CompressionFailed, recode_dependants
 from workers.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,12 @@ def ingest(
         log.error("%s of %s: index write failed: %s", service, sop_uid, exc)
         spooled.path.unlink(missing_ok=True)
         return Ingested(status.OUT_OF_RESOURCES, "index write failed")
+    except (ImagingError, CompressionFailed, OSError) as exc:
+        log.error(
+            "%s of %s: the slices coded against the stored copy cannot be re-coded: %s", service, sop_uid, exc
+        )
+        spooled.path.unlink(missing_ok=True)
+        return Ingested(status.OUT_OF_RESOURCES, "cannot re-code the slices coded against the stored copy")
     if result.status == status.SUCCESS:
         queue.enqueue_compress(sop_uid)
     return result
@@ -139,28 +151,34 @@ def _index_retrying(
 def _index(
     context: NodeContext, spooled: SpooledInstance, sop_uid: str, sender: str, service: str
 ) -> Ingested:
-    """Commit the row per the duplicate policy; the files it stops naming go after the commit."""
-    with context.sessions() as session:
-        existing = find_instance(session, sop_uid)
-        previous: list[str | None] = []
-        if existing is not None:
-            refusal = _duplicate_refusal(context, existing, spooled, sender, service)
-            if refusal is not None:
-                spooled.path.unlink(missing_ok=True)  # its name is this store's own
-                return refusal
-            previous = [existing.spool_path, existing.blob_path]
-        record_received(
-            session,
-            spooled.layout.dataset,
-            transfer_syntax_uid=str(spooled.layout.transfer_syntax),
-            calling_ae=sender,
-            spool_path=str(spooled.path),
-            size=spooled.size,
-            dataset_sha256=spooled.dataset_sha256,
-            existing=existing,
-        )
-        obsolete = unreferenced(session, previous)
-        session.commit()
+    """Commit the row per the duplicate policy; the files it stops naming go after the commit.
+    Blobs coded against the copy being replaced are re-coded without it in the same commit."""
+    recoded: list[Path] = []
+    try:
+        with context.sessions() as session:
+            existing = find_instance(session, sop_uid)
+            previous: list[str | None] = []
+            if existing is not None:
+                refusal = _duplicate_refusal(context, existing, spooled, sender, service)
+                if refusal is not None:
+                    spooled.path.unlink(missing_ok=True)  # its name is this store's own
+                    return refusal
+                obsolete_blobs, recoded = recode_dependants(context, session, existing)
+                previous = [existing.spool_path, existing.blob_path, *obsolete_blobs]
+            record_received(
+                session,
+                spooled.layout.dataset,
+                transfer_syntax_uid=str(spooled.layout.transfer_syntax),
+                calling_ae=sender,
+                spool_path=str(spooled.path),
+                size=spooled.size,
+                dataset_sha256=spooled.dataset_sha256,
+                existing=existing,
+            )
+            obsolete = unreferenced(session, previous)
+            session.commit()
+    finally:
+        context.discard_unreferenced(recoded)  # kept where the commit named them
     remove(obsolete)
     return Ingested(status.SUCCESS)
 

@@ -11,6 +11,14 @@ Modes:
 - "coded": payload is a codec's bitstream of the pixel samples. Native input comes back byte
   for byte; encapsulated (compressed) input comes back as Explicit VR Little Endian with the
   same elements and the same decoded pixels, and its meta and Pixel Data header say so.
+
+Series mode: a codec with `series_depth` may code the pixels against an already stored
+neighbouring slice (`ReferenceSlice`). Where the payload depends on it, the header names the
+slice's SOP Instance UID (`reference_uid`) and rebuilding needs that slice's file, which the
+caller supplies (`ReferenceFiles`); the codec checks the slice's pixels by digest. The slice
+is handed to the codec as samples in this image's own sample mapping, clipped to its bit
+depth: any deterministic function of the reference serves as context, and encoder and decoder
+compute the same one.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from scp_node.imaging.pixels import (
     UnsupportedPixels,
     native_from_words,
     samples_from_words,
+    values_from_words,
     words_from_native,
     words_from_samples,
     words_from_values,
@@ -74,6 +83,7 @@ class EncodedInstance:
     codec: str
     pixel_bytes_in: int  # size of the Pixel Data value as received
     pixel_bytes_out: int  # size of the payload that replaces it
+    reference_uid: str | None = None  # the slice it was coded against, needed to rebuild it
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,18 @@ class PixelCoding:
     payload: bytes
     mapping: SampleMapping
     desc: ImageDescription
+
+
+@dataclass(frozen=True)
+class ReferenceSlice:
+    """A stored neighbouring slice a series-mode codec may code against."""
+
+    sop_instance_uid: str
+    data: bytes  # its Part-10 file
+
+
+# The Part-10 file of a stored instance by SOP Instance UID (the reference slices a blob names).
+ReferenceFiles = Callable[[str], bytes]
 
 
 @dataclass(frozen=True)
@@ -113,9 +135,16 @@ def why_verbatim(layout: FileLayout) -> str | None:
     return None
 
 
-def encode_instance(data: bytes, codec: Codec | None, coding: PixelCoding | None = None) -> EncodedInstance:
+def encode_instance(
+    data: bytes,
+    codec: Codec | None,
+    coding: PixelCoding | None = None,
+    reference: ReferenceSlice | None = None,
+) -> EncodedInstance:
     """Cut `data` (a Part-10 file) into a blob; code its pixels with `codec` unless None
-    (`coding`: with that payload, which decodes to exactly the file's pixels).
+    (`coding`: with that payload, which decodes to exactly the file's pixels), against
+    `reference` where the codec has a series mode and the slice fits (`EncodedInstance.reference_uid`
+    says whether the blob depends on it).
 
     Verify before replace: the blob is decoded again here and must rebuild the expected
     bytes; a mismatch raises VerificationError and nothing is returned.
@@ -123,34 +152,50 @@ def encode_instance(data: bytes, codec: Codec | None, coding: PixelCoding | None
     layout = read_layout(data)
     # A lossy copy (coding given) says it is lossy, but its payload is what it was made from.
     if codec is not None and (coding is not None or why_verbatim(layout) is None):
-        header, segments = _coded(data, layout, codec, coding)
+        header, segments = _coded(data, layout, codec, coding, reference)
     else:
         header, segments = _verbatim(data, layout)
     blob = _pack(header, segments)
-    rebuilt = _rebuild(blob, lambda _name, **_options: codec)  # `codec` coded it, if any did
+    reference_file = {reference.sop_instance_uid: reference.data} if reference else {}
+    rebuilt = _rebuild(blob, lambda _name, **_options: codec, reference_file.__getitem__)
     if hashlib.sha256(rebuilt.dataset_bytes).hexdigest() != header["output_sha256"]:
         raise VerificationError(f"{header['codec']} blob does not rebuild the instance")
     pixels_in = (layout.pixel_value_end or 0) - (layout.pixel_value_offset or 0)
-    return EncodedInstance(blob, header["mode"], header["codec"], pixels_in, len(segments["payload"]))
+    return EncodedInstance(
+        blob,
+        header["mode"],
+        header["codec"],
+        pixels_in,
+        len(segments["payload"]),
+        header.get("reference_uid"),
+    )
 
 
-def decode_instance(blob: bytes, codecs: SiteCodecs | None = None) -> RebuiltInstance:
+def decode_instance(
+    blob: bytes, codecs: SiteCodecs | None = None, reference_files: ReferenceFiles | None = None
+) -> RebuiltInstance:
     """Rebuild the file; checks the blob checksum and the rebuilt data set's digest.
 
-    codecs: the node's (its site settings and loaded weights); None: the built-in settings."""
-    return _rebuild(blob, (codecs or SiteCodecs()).shared)
+    codecs: the node's (its site settings and loaded weights); None: the built-in settings.
+    reference_files: where the file of a reference slice comes from (series-mode blobs)."""
+    return _rebuild(blob, (codecs or SiteCodecs()).shared, reference_files)
+
+
+def reference_uid(blob: bytes) -> str | None:
+    """The slice a blob was coded against, if any: its file is needed to rebuild it."""
+    return unpack(blob)[0].get("reference_uid")
 
 
 # The codec that decodes a payload, from the name and options its header records.
 _CodecFor = Callable[..., Codec | None]
 
 
-def _rebuild(blob: bytes, codec_for: _CodecFor) -> RebuiltInstance:
+def _rebuild(blob: bytes, codec_for: _CodecFor, reference_files: ReferenceFiles | None) -> RebuiltInstance:
     header, segments = unpack(blob)
     if header["mode"] == "coded":
         codec = codec_for(header["codec"], **header["codec_options"])
         assert codec is not None, "a coded payload names its codec"
-        pixels = _decode_pixels(header, segments["payload"], codec)
+        pixels = _decode_pixels(header, segments["payload"], codec, reference_files)
     else:
         pixels = segments["payload"]
     data = b"".join((segments["meta"], segments["head"], segments["pixel_header"], pixels, segments["tail"]))
@@ -221,7 +266,11 @@ def _verbatim(data: bytes, layout: FileLayout) -> tuple[dict[str, Any], dict[str
 
 
 def _coded(
-    data: bytes, layout: FileLayout, codec: Codec, coding: PixelCoding | None
+    data: bytes,
+    layout: FileLayout,
+    codec: Codec,
+    coding: PixelCoding | None,
+    reference: ReferenceSlice | None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     fmt = PixelFormat.from_dataset(layout.dataset)
     segments = _split(data, layout)
@@ -239,9 +288,17 @@ def _coded(
         extra = value[fmt.native_length :]
         transfer_syntax = str(layout.transfer_syntax)
     native = native_from_words(words, fmt, little_endian) + extra
+    used_reference = None
     if coding is None:
         samples, mapping, desc = samples_from_words(words, fmt)
-        coding = PixelCoding(codec.encode(samples, desc), mapping, desc)
+        context = None
+        if reference is not None and codec.series_depth:
+            context = _reference_samples(reference.data, fmt, mapping, desc)
+        if context is None:
+            coding = PixelCoding(codec.encode(samples, desc), mapping, desc)
+        else:
+            coding = PixelCoding(codec.encode(samples, desc, reference=context), mapping, desc)
+            used_reference = reference.sop_instance_uid if codec.uses_reference(coding.payload) else None
     segments["payload"] = coding.payload
     header = {
         "mode": "coded",
@@ -258,7 +315,29 @@ def _coded(
             b"".join((segments["head"], segments["pixel_header"], native, segments["tail"]))
         ).hexdigest(),
     }
+    if used_reference is not None:
+        header["reference_uid"] = used_reference
     return header, segments
+
+
+def _reference_samples(
+    data: bytes, fmt: PixelFormat, mapping: SampleMapping, desc: ImageDescription
+) -> np.ndarray | None:
+    """The reference slice as context for an image (`fmt`, `mapping`, `desc`), or None where
+    it is not a slice of the same grid (one frame of the same size, samples and word size)."""
+    layout = read_layout(data)
+    if why_verbatim(layout) is not None:
+        return None
+    ref_fmt = PixelFormat.from_dataset(layout.dataset)
+    shape = (ref_fmt.frames, ref_fmt.rows, ref_fmt.columns, ref_fmt.samples, ref_fmt.bits_allocated)
+    if shape != (1, fmt.rows, fmt.columns, fmt.samples, fmt.bits_allocated):
+        return None
+    words = pixel_words(data, layout)[0]
+    if mapping.whole_words:
+        values = words.astype(np.int64)
+    else:
+        values = values_from_words(words, ref_fmt) - mapping.offset
+    return np.clip(values, 0, (1 << desc.bit_depth) - 1).astype(desc.dtype)
 
 
 def extract_samples(data: bytes) -> tuple[np.ndarray, ImageDescription]:
@@ -280,13 +359,25 @@ def pixel_words(data: bytes, layout: FileLayout) -> np.ndarray:
     return words_from_native(value, fmt, layout.transfer_syntax.is_little_endian)
 
 
-def _decode_pixels(header: dict[str, Any], payload: bytes, codec: Codec) -> bytes:
+def _decode_pixels(
+    header: dict[str, Any], payload: bytes, codec: Codec, reference_files: ReferenceFiles | None
+) -> bytes:
     if codec.version != header["codec_version"]:
         raise BlobError(f"blob needs {header['codec']} v{header['codec_version']}, have v{codec.version}")
     fmt = PixelFormat(**header["pixel_format"])
     desc = ImageDescription(**header["description"])
-    samples = codec.decode(payload, desc)
-    words = words_from_samples(samples, SampleMapping(**header["mapping"]), fmt)
+    mapping = SampleMapping(**header["mapping"])
+    uid = header.get("reference_uid")
+    if uid is None:
+        samples = codec.decode(payload, desc)
+    else:
+        if reference_files is None:
+            raise BlobError(f"blob was coded against slice {uid}; its file was not supplied")
+        context = _reference_samples(reference_files(uid), fmt, mapping, desc)
+        if context is None:
+            raise BlobError(f"reference slice {uid} is no longer a slice of this image's grid")
+        samples = codec.decode(payload, desc, reference=context)
+    words = words_from_samples(samples, mapping, fmt)
     return native_from_words(words, fmt, header["little_endian"]) + bytes.fromhex(header["extra"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, false
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -102,6 +102,13 @@ class Instance(Base):
     derived_from_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replaced_by_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     original_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Series mode (index/slices.py): the slice's grid (same value: same size, pixel format and
+    # orientation) and its position along the slice normal, from ingest; and the stored slice
+    # whose pixels the blob was coded against, with the length of that chain of slices.
+    slice_grid: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    slice_position: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reference_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    reference_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Optimistic locking: a store and a compress job (or two stores of the same UID) that both
     # update the row cannot silently overwrite each other; the later commit fails and retries.
     version: Mapped[int] = mapped_column(Integer, default=1)

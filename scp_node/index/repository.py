@@ -13,6 +13,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
 from scp_node.index.models import SERVED, Instance, Patient, Peer, Series, StorageState, Study
+from scp_node.index.slices import slice_location
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -131,6 +132,8 @@ def record_received(
     instance.pixel_bytes_in = instance.pixel_bytes_out = instance.stored_size = None
     instance.blob_path = instance.blob_sha256 = instance.error = None
     instance.replaced_by_uid = instance.original_expires_at = None  # served again until its job runs
+    instance.slice_grid, instance.slice_position = slice_location(ds) or (None, None)
+    instance.reference_uid, instance.reference_depth = None, 0
     session.add(instance)
     return instance
 

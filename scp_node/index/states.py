@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from scp_node.index.errors import IndexingError
 from scp_node.index.models import Instance, StorageState
 from scp_node.index.repository import find_instance, unreferenced
+from scp_node.index.slices import claim_reference
 
 # States in which a compress job has nothing left to do.
 DONE = (StorageState.COMPRESSED, StorageState.REPLACED, StorageState.DROPPED)
@@ -42,6 +43,9 @@ class StoredBlob:
     pixel_bytes_in: int
     pixel_bytes_out: int
     size: int
+    # Series mode: the slice the blob was coded against, and that slice's blob then.
+    reference_uid: str | None = None
+    reference_blob_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,17 @@ def version_of(session: Session, uid: str, spool_path: str) -> Instance:
 
 
 def mark_compressed(session: Session, uid: str, spool_path: str, blob: StoredBlob) -> None:
-    """The blob holds the instance from now on; the spool file is no longer named."""
+    """The blob holds the instance from now on; the spool file is no longer named.
+    ReferenceChanged where the blob was coded against a slice that changed meanwhile."""
     instance = version_of(session, uid, spool_path)
     instance.state = StorageState.COMPRESSED
-    _name_blob(instance, blob)
+    _name_blob(session, instance, blob)
+
+
+def recode_dependant(session: Session, dependant: Instance, blob: StoredBlob) -> None:
+    """A blob coded against a slice about to change is replaced by one coded without it
+    (same pixels, verified)."""
+    _name_blob(session, dependant, blob)
 
 
 def replace_with_copy(
@@ -89,7 +100,7 @@ def replace_with_copy(
         instance.spool_path = instance.error = None
     else:
         instance.state = StorageState.REPLACED
-        _name_blob(instance, original)
+        _name_blob(session, instance, original)
         instance.original_expires_at = expires_at
     return previous_copy_blob
 
@@ -119,7 +130,12 @@ def drop_expired_originals(session: Session, now: datetime) -> tuple[int, list[s
     return len(expired), unreferenced(session, paths)
 
 
-def _name_blob(instance: Instance, blob: StoredBlob) -> None:
+def _name_blob(session: Session, instance: Instance, blob: StoredBlob) -> None:
+    instance.reference_uid, instance.reference_depth = None, 0
+    if blob.reference_uid is not None:
+        assert blob.reference_blob_sha256 is not None, "a reference is claimed by its blob"
+        depth = claim_reference(session, blob.reference_uid, blob.reference_blob_sha256)
+        instance.reference_uid, instance.reference_depth = blob.reference_uid, depth + 1
     instance.codec = blob.codec
     instance.codec_fallback = blob.fell_back
     instance.pixel_bytes_in = blob.pixel_bytes_in
@@ -146,6 +162,6 @@ def _record_copy(session: Session, original: Instance, copy: DerivedCopy) -> str
     row.dataset_sha256 = copy.dataset_sha256
     row.derived_from_uid = original.sop_instance_uid
     row.replaced_by_uid = row.original_expires_at = None
-    _name_blob(row, copy.blob)
+    _name_blob(session, row, copy.blob)
     session.add(row)
     return previous_blob

@@ -279,7 +279,7 @@ def _variant(tmp_path: Path, name: str, sop_uid: str, patient_name: str) -> tupl
 def _stored_digest(node: RunningNode, sop_uid: str) -> str:
     with node.context.sessions() as session:
         instance = session.query(Instance).filter_by(sop_instance_uid=sop_uid).one()
-        stored = load_stored_file(instance, node.context.codecs)
+        stored = load_stored_file(instance, node.context.codecs, node.context.instance_file)
         return hashlib.sha256(stored.data[stored.dataset_offset :]).hexdigest()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,24 @@ def test_damage_and_foreign_weights_fail_loudly(weights: Path, tmp_path: Path) -
         codec.decode(b"SEEDB1" + bytes(payload[6:]), desc)
     with pytest.raises(LearnedDecodeError):
         codec.decode(bytes(payload[:-7]), desc)
+
+
+def test_blobs_of_formerly_shipped_weights_still_decode(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New shipped weights must not strand blobs that the old ones coded."""
+    samples, desc = _ct(12)
+    monkeypatch.setattr(zoo, "SHIPPED_WEIGHTS", weights)
+    payload = LearnedCodec(tile=TILE).encode(samples, desc)
+    monkeypatch.setattr(zoo, "SHIPPED_WEIGHTS", _tiny_weights(tmp_path / "new.pt", 7))
+    monkeypatch.setattr(zoo, "RETIRED_WEIGHTS", tmp_path / "retired")
+    with pytest.raises(LearnedDecodeError, match="weights"):
+        LearnedCodec(tile=TILE).decode(payload, desc)
+    (tmp_path / "retired").mkdir()
+    shutil.copy(weights, tmp_path / "retired" / "old.pt")
+    assert np.array_equal(LearnedCodec(tile=TILE).decode(payload, desc), samples)
+    with pytest.raises(LearnedDecodeError, match="weights"):  # a site's own weights: only those
+        LearnedCodec(weights=str(tmp_path / "new.pt"), tile=TILE).decode(payload, desc)
 
 
 def test_node_keeps_the_smallest_of_learned_and_the_standard_codecs(weights: Path) -> None:

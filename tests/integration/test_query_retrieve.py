@@ -694,10 +694,10 @@ def test_retrieve_follows_an_instance_its_compress_job_moved(
         uid = str(dcmread(source).SOPInstanceUID)
         load = outbound.load_stored_file
 
-        def compressed_meanwhile(instance: Instance, codecs: object) -> object:
+        def compressed_meanwhile(instance: Instance, codecs: object, reference_files: object) -> object:
             monkeypatch.setattr(outbound, "load_stored_file", load)
             assert jobs.compress_instance(node.context, uid) == "jpegxl"
-            return load(instance, codecs)
+            return load(instance, codecs, reference_files)
 
         monkeypatch.setattr(outbound, "load_stored_file", compressed_meanwhile)
         result = getscu(node.port, tmp_path / "got", {"QueryRetrieveLevel": "IMAGE", **_keys(source)})

@@ -62,6 +62,9 @@ class Codec(ABC):
     version: ClassVar[int] = 1
     lossless: bool = True  # class default; a codec whose options decide it sets it per instance
     available: ClassVar[bool] = True  # False where its library is missing
+    # Series mode: > 0 where encode and decode take `reference=`, the samples of a neighbouring
+    # slice (rows, columns, samples) to code against; the longest chain of slices so coded.
+    series_depth: int = 0
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -92,6 +95,10 @@ class Codec(ABC):
 
     @abstractmethod
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray: ...
+
+    def uses_reference(self, payload: bytes) -> bool:
+        """Whether `payload` decodes only with the reference slice it was coded against."""
+        return False
 
 
 class FrameCodec(Codec):

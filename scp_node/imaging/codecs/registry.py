@@ -144,6 +144,14 @@ CODECS: dict[str, CodecEntry] = {
                 CodecOption("weights", str, "weight file", "the shipped weights", nullable=True),
                 CodecOption("tile", int, "tile side in pixels", "256", minimum=8, multiple_of=8),
                 CodecOption("compete", bool, "keep a standard codec's blob where it is smaller", "true"),
+                CodecOption(
+                    "series_depth",
+                    int,
+                    "CT/MR/PT slices coded against a stored neighbour, at most this many in a chain (0: off)",
+                    "4",
+                    minimum=0,
+                    maximum=16,
+                ),
             ),
         ),
         CodecEntry(

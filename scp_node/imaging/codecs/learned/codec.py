@@ -14,10 +14,12 @@ Series mode: `encode(..., reference=slice)` conditions the tiles of the first fr
 region of an already stored neighbouring slice (same rows, columns, samples and bit depth);
 frame f > 0 of a multi-frame image is conditioned on frame f - 1 of the same payload, and
 colour plane p > 0 may be conditioned on plane p - 1. Each tile keeps a reference only where
-it makes that tile smaller (the third byte of its stream says which). The payload records the
-SHA-256 of the reference's pixels; decoding without the same reference raises
-LearnedDecodeError. Images that use few of their values are coded as ranks in their value
-table (value_map.py), sent once in the payload.
+it makes that tile smaller (the third byte of its stream says which). Where a tile of the first
+frame uses the reference, the payload records the SHA-256 of the reference's pixels and
+decoding without the same reference raises LearnedDecodeError; where none does, the payload is
+an ordinary single-image one (`uses_reference` is false) and nothing depends on the slice.
+Images that use few of their values are coded as ranks in their value table (value_map.py),
+sent once in the payload.
 
 Payload (version 2): MAGIC, the weights' digest, the tile size, a reference flag and the
 reference digest (zeros without), the SHA-256 of the pixels, the value table (length and
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ from scp_node.imaging.errors import ImagingError
 MAGIC = b"SEEDB2"
 RETIRED_MAGICS = (b"SEEDB1",)
 DEFAULT_TILE = 256
+DEFAULT_SERIES_DEPTH = 4
 STANDARD_RIVALS = ("jpegxl", "jpegls")
 PARTS_PER_STAGE = 2 * (pyramid.SUB_PIXELS - 1) + 1  # (coded, raw) for three passes, one remainder
 DIGEST_BYTES = 32
@@ -93,7 +97,8 @@ class Tile:
 class LearnedCodec(Codec):
     """Options: `weights` (a weight file; default the shipped one), `tile` (a multiple of 8),
     `compete` (default true: the node keeps a standard codec's blob where it is smaller;
-    false keeps this codec's blob always, for evaluation).
+    false keeps this codec's blob always, for evaluation), `series_depth` (default 4: the
+    longest chain of slices each coded against the previous one; 0 codes every image alone).
 
     Runs on the GPU when there is one, else on the CPU; blobs decode on either.
     """
@@ -106,6 +111,7 @@ class LearnedCodec(Codec):
         # The node keeps this codec's blob only where it beats these on the same image.
         self.competes_with = STANDARD_RIVALS if options.get("compete", True) else ()
         self.tile = int(options.get("tile", DEFAULT_TILE))
+        self.series_depth = int(options.get("series_depth", DEFAULT_SERIES_DEPTH))
         if self.tile < 8 or self.tile % 8:
             raise ValueError(f"tile {self.tile} must be a positive multiple of 8")
         weights = Path(options.get("weights") or zoo.SHIPPED_WEIGHTS)
@@ -113,6 +119,8 @@ class LearnedCodec(Codec):
             raise CodecUnavailable(f"learned codec weights not found at {weights}")
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.digest, self.card = zoo.load_model(weights, self.device)
+        self._retired: dict[bytes, LearnedCodec] = {}  # by weights digest, loaded when a blob needs them
+        self._retired_lock = threading.Lock()
 
     def encode(
         self, pixels: np.ndarray, desc: ImageDescription, reference: np.ndarray | None = None
@@ -126,6 +134,7 @@ class LearnedCodec(Codec):
             coded, bit_depth = value_map.ranks(pixels, values), value_map.rank_bits(values)
             coded_reference = value_map.ranks(reference, values) if reference is not None else None
             table = value_map.to_bytes(values)
+        tiles = _tiles(desc, self.tile)
         streams = [
             self._encode_tile(
                 coded[spec.frame, :, :, spec.plane],
@@ -133,17 +142,27 @@ class LearnedCodec(Codec):
                 spec,
                 bit_depth,
             )
-            for spec in _tiles(desc, self.tile)
+            for spec in tiles
         ]
-        reference_digest = _pixel_digest(reference) if reference is not None else bytes(DIGEST_BYTES)
-        header = MAGIC + self.digest + struct.pack("<IB", self.tile, reference is not None) + reference_digest
+        used = reference is not None and any(
+            spec.frame == 0 and stream[2] == PREVIOUS_SLICE
+            for spec, stream in zip(tiles, streams, strict=True)
+        )
+        reference_digest = _pixel_digest(reference) if used else bytes(DIGEST_BYTES)
+        header = MAGIC + self.digest + struct.pack("<IB", self.tile, used) + reference_digest
         header += _pixel_digest(pixels) + struct.pack("<I", len(table)) + table
         header += struct.pack(f"<I{len(streams)}Q", len(streams), *map(len, streams))
         return header + b"".join(streams)
 
+    def uses_reference(self, payload: bytes) -> bool:
+        return self._codec_for(payload)._parse(payload)[2] is not None
+
     def decode(
         self, payload: bytes, desc: ImageDescription, reference: np.ndarray | None = None
     ) -> np.ndarray:
+        coder = self._codec_for(payload)
+        if coder is not self:
+            return coder.decode(payload, desc, reference)
         try:
             return self._decode(payload, desc, reference)
         except LearnedDecodeError:
@@ -181,6 +200,20 @@ class LearnedCodec(Codec):
         if _pixel_digest(out) != expected_digest:
             raise LearnedDecodeError("decoded pixels do not match the payload's SHA-256")
         return out
+
+    def _codec_for(self, payload: bytes) -> LearnedCodec:
+        """This codec, or for a payload that weights shipped earlier coded (and a codec on the
+        shipped weights), one on those: updating the shipped weights leaves old blobs readable."""
+        digest = payload[len(MAGIC) : len(MAGIC) + len(self.digest)]
+        if not payload.startswith(MAGIC) or digest == self.digest or self.options.get("weights"):
+            return self
+        with self._retired_lock:
+            if digest not in self._retired:
+                path = zoo.retired_weights(digest)
+                if path is None:
+                    return self  # refused below, naming both digests
+                self._retired[digest] = LearnedCodec(**{**self.options, "weights": str(path)})
+            return self._retired[digest]
 
     def _parse(self, payload: bytes) -> tuple[list[bytes], int, bytes | None, bytes, bytes]:
         if payload.startswith(RETIRED_MAGICS):

@@ -17,6 +17,8 @@ import torch
 from scp_node.imaging.codecs.learned.model import ModelConfig, PyramidModel
 
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights" / "seedb.pt"
+# Weights shipped before the current ones: blobs they coded still decode (by their digest).
+RETIRED_WEIGHTS = SHIPPED_WEIGHTS.parent / "retired"
 DIGEST_BYTES = 8
 
 
@@ -54,3 +56,11 @@ def load_model(path: Path, device: torch.device) -> tuple[PyramidModel, bytes, d
     model = PyramidModel(ModelConfig(**contents["model_config"]))
     model.load_state_dict(contents["model"])
     return model.eval().to(device), weights_digest(path), contents.get("card", {})
+
+
+def retired_weights(digest: bytes) -> Path | None:
+    """The formerly shipped weight file with this digest, if the project still ships it."""
+    for path in sorted(RETIRED_WEIGHTS.glob("*.pt")):
+        if weights_digest(path) == digest:
+            return path
+    return None
