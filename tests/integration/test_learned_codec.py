@@ -231,11 +231,27 @@ def test_blobs_of_formerly_shipped_weights_still_decode(
     monkeypatch.setattr(zoo, "RETIRED_WEIGHTS", tmp_path / "retired")
     with pytest.raises(LearnedDecodeError, match="weights"):
         LearnedCodec(tile=TILE).decode(payload, desc)
-    (tmp_path / "retired").mkdir()
-    shutil.copy(weights, tmp_path / "retired" / "old.pt")
-    assert np.array_equal(LearnedCodec(tile=TILE).decode(payload, desc), samples)
+    shipped = tmp_path / "shipped.pt"
+    shutil.copy(weights, shipped)
+    monkeypatch.setattr(zoo, "SHIPPED_WEIGHTS", shipped)
+    zoo.export_checkpoint(_checkpoint_of(tmp_path / "new.pt", tmp_path / "checkpoint.pt"), shipped)
+    assert zoo.weights_digest(shipped) != zoo.weights_digest(weights)  # replaced ...
+    assert np.array_equal(LearnedCodec(tile=TILE).decode(payload, desc), samples)  # ... old kept
     with pytest.raises(LearnedDecodeError, match="weights"):  # a site's own weights: only those
         LearnedCodec(weights=str(tmp_path / "new.pt"), tile=TILE).decode(payload, desc)
+
+
+def _checkpoint_of(weights: Path, out: Path) -> Path:
+    """A training checkpoint holding these weights, as the training tool writes one."""
+    contents = torch.load(weights, weights_only=True)
+    state = {
+        "model_config": contents["model_config"],
+        "model": contents["model"],
+        "step": 1,
+        "training_config": {},
+    }
+    torch.save(state, out)
+    return out
 
 
 def test_node_keeps_the_smallest_of_learned_and_the_standard_codecs(weights: Path) -> None:

@@ -8,6 +8,7 @@ is only ever decoded by the exact weights that coded it.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def save_weights(model: PyramidModel, path: Path, card: dict[str, Any]) -> None:
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
-    """Weights only (no optimiser state) of a training checkpoint, with its card; returns the card."""
+    """Weights only (no optimiser state) of a training checkpoint, with its card; returns the card.
+    Replacing the shipped weights retires them first, so the blobs they coded stay readable."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = PyramidModel(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
@@ -42,8 +44,19 @@ def export_checkpoint(checkpoint: Path, out: Path) -> dict[str, Any]:
         "folders": state.get("folders", []),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if out.is_file() and out.resolve() == SHIPPED_WEIGHTS.resolve():
+        retire(out)
     save_weights(model, out, card)
     return card
+
+
+def retire(path: Path) -> Path:
+    """A copy of the weights at `path` among the retired ones, named by their digest."""
+    target = RETIRED_WEIGHTS / f"{path.stem}-{weights_digest(path).hex()}.pt"
+    if not target.is_file():
+        RETIRED_WEIGHTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return target
 
 
 def weights_digest(path: Path) -> bytes:
