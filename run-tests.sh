@@ -2,10 +2,13 @@
 # Installs everything the tests need on a fresh Debian machine, then runs them.
 set -euo pipefail
 cd "$(dirname "$0")"
-# dcmtk's clients and Orthanc are the real peers the tests talk to.
+# dcmtk's clients and Orthanc are the real peers the tests talk to; chromium and its driver
+# are the browser the console's test drives.
 missing=()
 command -v storescu >/dev/null && command -v getscu >/dev/null || missing+=(dcmtk)
 command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   apt-get update -qq
   # The orthanc package would start its service on every interface: tests start their own.

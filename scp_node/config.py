@@ -19,7 +19,8 @@ from scp_node.imaging.codecs.settings import LdmConfig
 DuplicatePolicy = Literal["reject", "keep", "overwrite", "overwrite_same_sender"]
 Permission = Literal["echo", "store", "find", "get", "move"]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
-# What an HTTP user may do: QIDO-RS (find), WADO-RS (get), STOW-RS (store), /metrics (admin).
+# What an HTTP user may do: QIDO-RS (find), WADO-RS (get), STOW-RS (store), /metrics and the
+# console's admin pages (admin); the console's studies browser needs find (thumbnails get).
 HttpPermission = Literal["find", "get", "store", "admin"]
 HTTP_PERMISSIONS: tuple[str, ...] = get_args(HttpPermission)
 
@@ -167,7 +168,8 @@ class HttpUser(StrictModel):
 
 
 class HttpConfig(StrictModel):
-    """DICOMweb (under /dicom-web), /healthz and /metrics, served by `scp-node serve` beside DICOM."""
+    """DICOMweb (under /dicom-web), the admin console (/console), /healthz and /metrics, served
+    by `scp-node serve` beside DICOM."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -184,6 +186,9 @@ class HttpConfig(StrictModel):
     public_url: str = Field(default="", pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$")
     # Largest request body (STOW-RS upload) accepted; larger ones get 413 before anything is stored.
     max_body_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # The admin console (/console): a login lasts this long without a request (sessions are kept
+    # in the serving process, so a restart logs everyone out).
+    session_seconds: int = Field(default=8 * 3600, ge=60)
 
     @model_validator(mode="after")
     def _unique_names(self) -> HttpConfig:

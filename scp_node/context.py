@@ -1,11 +1,21 @@
 """Everything a running node (or worker, or admin command) holds open: config, index, spool,
-blobs, and the codecs as the site configured them (weights that decoding a blob may need)."""
+blobs, and the codecs as the site configured them (weights that decoding a blob may need); and
+what the process did that the index cannot tell (Activity: DICOM associations, compress-job
+durations), which the DICOM server and the compress job feed and /metrics reads.
+
+Activity is per process: with an RQ queue, the jobs `scp-node worker` processes run are timed
+there, not in the node that serves /metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakSet
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +30,72 @@ from scp_node.storage.durable import remove
 from scp_node.storage.recent_files import RecentFiles
 from scp_node.storage.spool import Spool
 
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
+
+_Result = TypeVar("_Result")
+
+
+# Upper bounds (seconds) of the compress-job duration buckets: a standard codec on a CT slice
+# takes a fraction of a second, a learned codec on a mammogram minutes.
+JOB_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True)
+class JobDurations:
+    """A Prometheus histogram's content: cumulative counts per bucket bound, then +Inf."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    total_s: float
+
+
+class Activity:
+    """Counters the DICOM server's threads and the compress workers update at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: WeakSet[Any] = WeakSet()  # established associations not yet closed
+        self._associations = 0
+        self._bucket_counts = [0] * len(JOB_SECONDS_BUCKETS)
+        self._jobs = 0
+        self._job_seconds = 0.0
+
+    # pynetdicom event handlers (scp_node.server binds them)
+
+    def association_established(self, event: Event) -> None:
+        with self._lock:
+            self._open.add(event.assoc)
+            self._associations += 1
+
+    def connection_closed(self, event: Event) -> None:
+        """Every association's connection closes, whether it was released or aborted."""
+        with self._lock:
+            self._open.discard(event.assoc)
+
+    def job_finished(self, seconds: float) -> None:
+        with self._lock:
+            self._jobs += 1
+            self._job_seconds += seconds
+            for index, bound in enumerate(JOB_SECONDS_BUCKETS):
+                if seconds <= bound:
+                    self._bucket_counts[index] += 1
+
+    # what /metrics reads
+
+    def associations(self) -> tuple[int, int]:
+        """(open now, accepted since the process started)."""
+        with self._lock:
+            return len(self._open), self._associations
+
+    def job_durations(self) -> JobDurations:
+        with self._lock:
+            return JobDurations(
+                tuple(zip(JOB_SECONDS_BUCKETS, self._bucket_counts, strict=True)),
+                self._jobs,
+                self._job_seconds,
+            )
+
 
 @dataclass
 class NodeContext:
@@ -29,7 +105,8 @@ class NodeContext:
     spool: Spool
     blobs: BlobStore
     codecs: SiteCodecs
-    reference_slices: RecentFiles = field(default_factory=RecentFiles)
+    activity: Activity = field(default_factory=Activity)  # associations, job durations (/metrics)
+    reference_slices: RecentFiles = field(default_factory=RecentFiles)  # rebuilt, for instance_file
 
     @classmethod
     def open(cls, config: NodeConfig, *, migrate: bool = True) -> NodeContext:
@@ -77,3 +154,18 @@ class NodeContext:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def timed_job(job: Callable[..., _Result]) -> Callable[..., _Result]:
+    """A job function `job(context, ...)` whose every run, failed or not, is counted in
+    `context.activity`. functools.wraps keeps its module and name, which RQ enqueues by."""
+
+    @functools.wraps(job)
+    def run(context: NodeContext, *args: Any, **kwargs: Any) -> _Result:
+        started = time.monotonic()
+        try:
+            return job(context, *args, **kwargs)
+        finally:
+            context.activity.job_finished(time.monotonic() - started)
+
+    return run

@@ -272,6 +272,8 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
         (evt.EVT_N_ACTION, commitment.handle_n_action),
         (evt.EVT_DIMSE_SENT, commitment.on_dimse_sent),
         (evt.EVT_ACCEPTED, log_rejected_contexts, [access]),
+        (evt.EVT_ESTABLISHED, context.activity.association_established),
+        (evt.EVT_CONN_CLOSE, context.activity.connection_closed),
     ]
     network = context.config.network
     ae = build_ae(context)

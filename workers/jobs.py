@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from scp_node.context import NodeContext
+from scp_node.context import NodeContext, timed_job
 from scp_node.imaging.blob import EncodedInstance, ReferenceSlice, decode_instance, encode_instance
 from scp_node.imaging.codecs import CodecUnavailable, SiteCodecs
 from scp_node.imaging.errors import ImagingError
@@ -49,6 +49,7 @@ from workers.policy import CodecChoice, choose_codec, codec_for, default_choice,
 log = logging.getLogger(__name__)
 
 
+@timed_job
 def compress_instance(context: NodeContext, sop_instance_uid: str) -> str:
     """Returns the codec that now holds the instance (RQ keeps it as the job result).
 

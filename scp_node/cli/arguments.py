@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from scp_node.cli import checks, codec_tools, http_users, peers, serving, stats
 from scp_node.config import PERMISSIONS, HttpConfig, NetworkConfig, StorageConfig
 from scp_node.imaging.codecs.registry import CODECS
+from scp_node.index.peer_rules import InvalidPeer, ae_title, permission_list
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns: add_parser adds a command
 _Number = TypeVar("_Number", int, float)
@@ -267,18 +268,10 @@ def _codec_help() -> str:
 
 
 def _ae_title(text: str) -> str:
-    """An AE title (PS3.5 6.2, AE): 1-16 characters of the default repertoire, no backslash or
-    control characters; leading and trailing spaces are not significant."""
-    title = text.strip(" ")
-    allowed = "an AE title is 1-16 characters of printable ASCII, without backslash, not all spaces"
-    if not title:
-        raise argparse.ArgumentTypeError(f"{text!r} is empty: {allowed}")
-    if len(title) > 16:
-        raise argparse.ArgumentTypeError(f"{text!r} has {len(title)} characters: {allowed}")
-    bad = sorted({char for char in title if not " " <= char <= "~" or char == "\\"})
-    if bad:
-        raise argparse.ArgumentTypeError(f"{text!r} contains {', '.join(map(repr, bad))}: {allowed}")
-    return title
+    try:
+        return ae_title(text)
+    except InvalidPeer as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str, lowest: int = 1) -> int:
@@ -290,12 +283,10 @@ def _listen_port(text: str) -> int:
 
 
 def _permissions(text: str) -> str:
-    given = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [part for part in given if part not in PERMISSIONS]
-    if unknown or not given:
-        what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "none given"
-        raise argparse.ArgumentTypeError(f"{what}: allowed a comma list of {', '.join(PERMISSIONS)}")
-    return ",".join(dict.fromkeys(given))
+    try:
+        return ",".join(permission_list(text))
+    except InvalidPeer as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _option(text: str) -> tuple[str, Any]:

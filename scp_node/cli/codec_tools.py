@@ -21,9 +21,9 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
     except InvalidCodecOption as exc:
         raise UsageError(f"codec try --option: {exc}") from None
 
+    from scp_node.imaging.codec_trial import try_codec
     from scp_node.imaging.codecs import SiteCodecs
     from scp_node.imaging.errors import ImagingError
-    from scp_node.research.codec_trial import try_codec
 
     codec = SiteCodecs(config.compression).create(args.codec, **options)  # ldm.weights_dir, ...
     failures = 0
@@ -34,7 +34,7 @@ def codec_try(config: NodeConfig, args: argparse.Namespace) -> int:
         )
     for path in args.files:
         try:
-            result = try_codec(codec, path)
+            result = try_codec(codec, path.read_bytes(), str(path))
         except (ImagingError, OSError) as exc:
             failures += 1
             print(f"{path}: skipped: {exc}", file=sys.stderr)

@@ -8,11 +8,8 @@ import sys
 
 from scp_node.cli.errors import UsageError
 from scp_node.cli.sessions import index_sessions
-from scp_node.config import NodeConfig, PeerConfig
-
-
-def _destination(host: str, port: int) -> str:
-    return f"host {host} port {port}" if host and port else "no host/port (not a C-MOVE destination)"
+from scp_node.config import NodeConfig
+from scp_node.index.peer_rules import InvalidPeer, describe, peer_entry
 
 
 def ae_list(config: NodeConfig, _args: argparse.Namespace) -> int:
@@ -38,60 +35,46 @@ def ae_list(config: NodeConfig, _args: argparse.Namespace) -> int:
     return 0
 
 
+# How `ae add` names the inputs that a peer rule's message mentions.
+_OPTION_NAMES = {
+    "host": "--host",
+    "port": "--port",
+    "check_host": "--check-host",
+    "tls": "--tls",
+    "commitment_report": "--commitment-report",
+}
+
+
 def ae_add(config: NodeConfig, args: argparse.Namespace) -> int:
     from scp_node.index.repository import save_peer
 
-    if (args.host is None) != (args.peer_port is None):
-        raise UsageError(
-            "ae add: --host and --port go together (both: a C-MOVE destination; "
-            "neither: a peer that only connects to the node)"
+    try:
+        entry = peer_entry(
+            args.ae_title,
+            host=args.host,
+            port=args.peer_port,
+            permissions=args.permissions.split(","),
+            check_host=args.check_host,
+            tls=args.tls,
+            commitment_report=args.commitment_report,
         )
-    if args.check_host and not args.host:
-        raise UsageError("ae add: --check-host needs --host (and --port)")
-    if args.tls and not args.host:
-        raise UsageError("ae add: --tls needs --host and --port (it applies to associations the node opens)")
-    if args.commitment_report == "new_association" and not args.host:
-        raise UsageError("ae add: --commitment-report new_association needs --host and --port")
-    host, port = (args.host or "").strip(), args.peer_port or 0  # port 0: none
-    if args.host is not None and not host:
-        raise UsageError("ae add: --host is empty")
-    entry = PeerConfig(
-        ae_title=args.ae_title,
-        host=host,
-        port=port,
-        check_host=args.check_host,
-        permissions=args.permissions.split(","),
-        tls=args.tls,
-        commitment_report=args.commitment_report,
-    )
+    except InvalidPeer as exc:
+        raise UsageError(f"ae add: {exc.phrased(_OPTION_NAMES)}") from None
     with index_sessions(config) as sessions, sessions() as session:
         verb = "added" if save_peer(session, entry) else "updated"
         session.commit()
-    new_association = args.commitment_report == "new_association"
-    details = [
-        *([", connections checked against the host"] if args.check_host else []),
-        *([", commitment reports on a new association"] if new_association else []),
-    ]
-    tls = " over TLS" if args.tls else ""
-    print(
-        f"{verb} peer {args.ae_title}: {_destination(host, port)}{tls}, permissions {args.permissions}"
-        + "".join(details)
-    )
+    print(f"{verb} peer {entry.ae_title}: {describe(entry)}")
     return 0
 
 
 def ae_remove(config: NodeConfig, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from scp_node.index.models import Peer
+    from scp_node.index.repository import list_peers, remove_peer
 
     with index_sessions(config) as sessions, sessions() as session:
-        peer = session.scalar(select(Peer).where(Peer.ae_title == args.ae_title))
-        if peer is None:
-            known = ", ".join(session.scalars(select(Peer.ae_title).order_by(Peer.ae_title))) or "none"
+        if not remove_peer(session, args.ae_title):
+            known = ", ".join(peer.ae_title for peer in list_peers(session)) or "none"
             print(f"scp-node: no peer {args.ae_title} (peers: {known})", file=sys.stderr)
             return 1
-        session.delete(peer)
         session.commit()
     print(f"removed peer {args.ae_title}")
     if any(entry.ae_title == args.ae_title for entry in config.access.peers):

@@ -251,3 +251,13 @@ def save_peer(session: Session, entry: PeerConfig) -> bool:
     peer.permissions = ",".join(entry.permissions)
     session.add(peer)
     return is_new
+
+
+def remove_peer(session: Session, ae_title: str) -> bool:
+    """Delete the peer table's row for `ae_title` (`scp-node ae remove`, the web console);
+    False when there is none. The caller commits."""
+    peer = find_peer(session, ae_title)
+    if peer is None:
+        return False
+    session.delete(peer)
+    return True

@@ -1,6 +1,7 @@
-"""The ASGI app: DICOMweb under /dicom-web, /healthz and /metrics, over one runtime's context
-and queue. Every refusal is an HttpProblem: a status, the reason as the body, and a log line
-with the client's address."""
+"""The ASGI app: DICOMweb under /dicom-web, the admin console under /console (`/` leads
+there), /healthz and /metrics, over one runtime's context and queue. Every refusal is an
+HttpProblem: a status, the reason as the body (a page on the console), and a log line with
+the client's address."""
 
 from __future__ import annotations
 
@@ -15,13 +16,22 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
 
 from scp_node.context import NodeContext
 from scp_node.web import monitoring, stow
 from scp_node.web.auth import Authenticator, Principal
-from scp_node.web.errors import HttpProblem
+from scp_node.web.bodies import read_body
+from scp_node.web.console.routes import create_console
+from scp_node.web.console.visitors import ROOT as CONSOLE
+from scp_node.web.errors import HttpProblem, client_address, log_problem
 from scp_node.web.frames import encoded_frames, frame_numbers, frame_syntaxes
 from scp_node.web.multipart import MediaType, Part, RelatedWriter, split_related
 from scp_node.web.qido import Level, parse_search
@@ -50,8 +60,10 @@ def create_app(context: NodeContext, queue: JobQueue) -> Starlette:
                 expose_headers=["Warning", "Content-Type"],
             )
         )
+    console = create_console(context, queue, service.auth)
+    routes = [*service.routes(), Route("/", _to_console), Mount(CONSOLE, app=console)]
     return Starlette(
-        routes=service.routes(),
+        routes=routes,
         middleware=middleware,
         exception_handlers={
             HttpProblem: _problem,
@@ -61,28 +73,19 @@ def create_app(context: NodeContext, queue: JobQueue) -> Starlette:
     )
 
 
+def _to_console(_request: Request) -> Response:
+    return RedirectResponse(f"{CONSOLE}/", status_code=303)
+
+
 async def _problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpProblem)
-    level = logging.ERROR if exc.status >= 500 else logging.WARNING
-    log.log(
-        level,
-        "HTTP %s %s from %s: %d %s",
-        request.method,
-        request.url.path,
-        _client(request),
-        exc.status,
-        exc.reason,
-    )
+    log_problem(log, "HTTP", request, exc)
     return PlainTextResponse(exc.reason + "\n", status_code=exc.status, headers=exc.headers)
 
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.error("HTTP %s %s: the index or queue is unreachable: %s", request.method, request.url.path, exc)
     return PlainTextResponse("the index or queue is unreachable\n", status_code=503)
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown address"
 
 
 def _header_text(text: str) -> str:
@@ -124,7 +127,7 @@ class DicomWeb:
         ]
 
     def principal(self, request: Request, permission: str) -> Principal:
-        principal = self.auth.identify(request.headers.get("authorization"), _client(request))
+        principal = self.auth.identify(request.headers.get("authorization"), client_address(request))
         principal.require(permission)
         return principal
 
@@ -169,7 +172,7 @@ class DicomWeb:
         with self.context.sessions() as session:
             found = [_with_retrieve_url(ds, level, base).to_json_dict() for ds in search.results(session)]
         headers = {"Warning": _header_text(", ".join(search.warnings))} if search.warnings else None
-        log.info("QIDO-RS %s level from %s: %d matches", level, _client(request), len(found))
+        log.info("QIDO-RS %s level from %s: %d matches", level, client_address(request), len(found))
         return JSONResponse(found, media_type=DICOM_JSON, headers=headers)
 
     # WADO-RS
@@ -182,7 +185,11 @@ class DicomWeb:
         parts = instance_parts(instances, self.context, requested)
         first = next(parts)  # a failure of the first is still the response's status
         log.info(
-            "WADO-RS %s %s to %s: %d instances", target.level, target.study, _client(request), len(instances)
+            "WADO-RS %s %s to %s: %d instances",
+            target.level,
+            target.study,
+            client_address(request),
+            len(instances),
         )
         writer = RelatedWriter.new("application/dicom")
         return StreamingResponse(writer.encode(chain([first], parts)), media_type=writer.content_type)
@@ -222,36 +229,23 @@ class DicomWeb:
         part_type = MediaType.parse(content_type).params.get("type", stow.DICOM).lower()
         if part_type != stow.DICOM:
             raise HttpProblem(415, f"type={part_type}: only {stow.DICOM} uploads are stored")
-        parts = split_related(await self._body(request), content_type)
+        body = await read_body(request, self.config.max_body_bytes, "http.max_body_bytes")
+        parts = split_related(body, content_type)
         stow.check_parts(parts)
         sender = f"HTTP:{principal.name}"[:16] if principal.name else "HTTP"
         study = request.path_params.get("study")
         outcomes = await run_in_threadpool(self._store_all, parts, sender, study)
         status, ds = stow.response(outcomes, self._base_url(request))
         stored = sum(1 for o in outcomes if o.result.status == 0)
-        log.info("STOW-RS from %s at %s: %d of %d stored", sender, _client(request), stored, len(outcomes))
+        log.info(
+            "STOW-RS from %s at %s: %d of %d stored", sender, client_address(request), stored, len(outcomes)
+        )
         warnings = stow.warnings(outcomes)
         headers = {"Warning": _header_text(", ".join(warnings))} if warnings else None
         return JSONResponse(ds.to_json_dict(), status_code=status, media_type=DICOM_JSON, headers=headers)
 
     def _store_all(self, parts: list[Part], sender: str, study: str | None) -> list[stow.Outcome]:
         return [stow.store_part(part, self.context, self.queue, sender=sender, study=study) for part in parts]
-
-    async def _body(self, request: Request) -> bytes:
-        """The request body, refused with 413 once it passes http.max_body_bytes."""
-        limit = self.config.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise HttpProblem(
-                413, f"body of {declared} bytes is over the limit of {limit} (http.max_body_bytes)"
-            )
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HttpProblem(413, f"body is over the limit of {limit} bytes (http.max_body_bytes)")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 def _require_json(accept: str | None) -> None:

@@ -86,6 +86,11 @@ class Authenticator:
         self._verified: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def anonymous(self) -> Principal:
+        """What requests without credentials may do (http.anonymous_permissions)."""
+        return self._anonymous
+
     def identify(self, authorization: str | None, client: str) -> Principal:
         """The principal for an Authorization header value; 401 for credentials that fail."""
         if not authorization:
@@ -109,6 +114,11 @@ class Authenticator:
         if not colon:
             log.warning("HTTP login from %s refused: malformed Basic credentials", client)
             raise HttpProblem(401, "malformed Basic credentials", _CHALLENGE)
+        return self.login(name, password, client)
+
+    def login(self, name: str, password: str, client: str) -> Principal:
+        """The user `name` if `password` is theirs (HTTP Basic, the console's login form); 401
+        and a log line with the client's address otherwise."""
         user = self._users.get(name)
         if user is None or user.password_hash is None or not self._password_ok(user, password):
             log.warning("HTTP login failed for user %r from %s", name, client)

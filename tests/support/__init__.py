@@ -130,6 +130,21 @@ def make_config(tmp_path: Path, database_url: str, **overrides: object) -> NodeC
     )
 
 
+def store_test_files(node: RunningNode, names: list[str], calling_ae: str = "MODALITY") -> None:
+    """Send pydicom's test files with pynetdicom's C-STORE and wait until they are compressed."""
+    ae = AE(ae_title=calling_ae)
+    for name in names:
+        ae.add_requested_context(str(dcmread(pydicom_test_file(name), stop_before_pixels=True).SOPClassUID))
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    try:
+        for name in names:
+            assert assoc.send_c_store(dcmread(pydicom_test_file(name))).Status == 0
+    finally:
+        assoc.release()
+    node.wait_for_jobs()
+
+
 def start_node(config: NodeConfig, *, http: bool = False) -> RunningNode:
     """The node in this process, as `scp-node serve` runs it; with `http`, DICOMweb too."""
     runtime = open_runtime(config)
