@@ -15,28 +15,22 @@ from pathlib import Path
 from bench.loopback import free_port
 from bench.network.corpus import Corpus, dataset_sha256, read_header
 from bench.network.ingest import ingest
-from bench.network.targets import Target, check_loopback, launch, stop, wait_ready
+from bench.network.receiver import start_storescp, stop_storescp
+
+CAPTURE_AE = "CAPTURE"
 
 
 def capture_wire(corpus: Corpus, root: Path, shim: Path, args: argparse.Namespace) -> None:
     """Send every file once to a capturing storescp (kept on loopback by `shim`) and keep the
     digests of what arrived in `corpus.wire_sha256`."""
     workdir = Path(tempfile.mkdtemp(prefix="capture-", dir=root))
-    received = workdir / "received"
-    received.mkdir()
-    port = free_port()
-    log = workdir / "storescp.log"
     try:
-        command = ["storescp", "-aet", "CAPTURE", "+B", "+xa", "-od", str(received), str(port)]
-        process = launch(command, log, shim=shim)
-        target = Target("storescp", "CAPTURE", port, received, process, log, (port,))
+        target = start_storescp(CAPTURE_AE, free_port(), workdir, shim, args.start_timeout)
         try:
-            wait_ready(target, args.start_timeout)
-            check_loopback(target)
             ingest(target, corpus, 1, workdir, args.client_timeout)
         finally:
-            stop(target, args.stop_timeout)
-        corpus.wire_sha256 = dataset_digests(received)
+            stop_storescp(target, args.stop_timeout)
+        corpus.wire_sha256 = dataset_digests(target.storage)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.associations < 1 or args.repeat < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--associations, --repeat and --limit must be at least 1")
-    for tool in ("storescu", "getscu", "echoscu"):
+    for tool in ("storescu", "getscu", "movescu", "storescp", "echoscu"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} (dcmtk) is not on PATH")
     if args.no_orthanc:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shim = build_bind_shim(root)
             capture_wire(corpus, root, shim, args)
         except (BenchError, ShimUnavailable) as exc:
-            print(f"bench.network: Orthanc and the wire capture skipped: {exc}", file=sys.stderr)
+            print(f"bench.network: Orthanc, the wire capture and C-MOVE skipped: {exc}", file=sys.stderr)
             args.orthanc = None
         targets = [NODE] + ([ORTHANC] if args.orthanc else [])
         header = header_lines(started, load, corpus, args)
@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"rep {repetition + 1} {name}: ingest {m.ingest.instances}/{len(corpus.files)} in "
                     f"{m.ingest.seconds:.2f} s, compress {number(median([m.compress_seconds]))} s, "
-                    f"retrieve {m.retrieve.instances} in {m.retrieve.seconds:.2f} s",
+                    f"C-GET {m.retrieve.instances} in {m.retrieve.seconds:.2f} s, "
+                    f"C-MOVE {m.move.instances} in {m.move.seconds:.2f} s",
                     flush=True,
                 )
     finally:
@@ -132,5 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         document = {"run": header, "measurements": [asdict(m) for m in results]}
         args.json.write_text(json.dumps(document, indent=1, default=str) + "\n")
     node_runs = [m for m in results if m.target == NODE]
-    lost = any(m.ingest.failed or m.missing or m.differing for m in node_runs)
+    lost = any(
+        m.ingest.failed or missing or differing
+        for m in node_runs
+        for _, _, missing, differing in m.retrievals().values()
+    )
     return 1 if lost else 0

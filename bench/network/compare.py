@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from bench.network.corpus import DicomFile, dataset_sha256
 
@@ -42,15 +43,9 @@ def content_difference(original: Path, original_syntax: str, retrieved: Path) ->
             source, copy = dcmread(original), dcmread(retrieved)
         except Exception as exc:  # a broken retrieved file is exactly what this reports
             return f"unreadable: {type(exc).__name__}: {exc}"
-        for element in source:
-            if element.tag in (0x7FE00010, 0x00280004) or element.VR in BINARY_VRS:
-                continue
-            if element.tag.element == 0:  # a group length changes with the encoding
-                continue
-            if element.tag not in copy:
-                return f"{element.tag} missing"
-            if copy[element.tag].value != element.value:
-                return f"{element.keyword or element.tag} {element.value!r} -> {copy[element.tag].value!r}"
+        problem = _elements_difference(source, copy)
+        if problem is not None:
+            return problem
         if "PixelData" not in source or original_syntax in LOSSY_CAPABLE:
             return None  # lossy pixels: decoders may legitimately differ in the last bit
         try:
@@ -58,3 +53,27 @@ def content_difference(original: Path, original_syntax: str, retrieved: Path) ->
         except Exception as exc:
             return f"pixels not decodable: {type(exc).__name__}: {exc}"
         return None if equal else "decoded pixels differ"
+
+
+def _elements_difference(source: Dataset, copy: Dataset) -> str | None:
+    """The first non-binary element of `source` that `copy` lacks or holds another value of,
+    sequence items compared by the same rule (their binary elements change with the syntax too)."""
+    for element in source:
+        if element.tag in (0x7FE00010, 0x00280004) or element.VR in BINARY_VRS:
+            continue
+        if element.tag.element == 0:  # a group length changes with the encoding
+            continue
+        if element.tag not in copy:
+            return f"{element.tag} missing"
+        other = copy[element.tag]
+        name = element.keyword or str(element.tag)
+        if element.VR == "SQ":
+            if len(other.value) != len(element.value):
+                return f"{name} has {len(other.value)} items, not {len(element.value)}"
+            for item, other_item in zip(element.value, other.value, strict=True):
+                problem = _elements_difference(item, other_item)
+                if problem is not None:
+                    return f"{name} > {problem}"
+        elif other.value != element.value:
+            return f"{name} {element.value!r} -> {other.value!r}"
+    return None

@@ -1,4 +1,4 @@
-"""What one repetition measures on one target: its two phases and the retrieved content."""
+"""What one repetition measures on one target: its three phases and the retrieved content."""
 
 from __future__ import annotations
 
@@ -33,12 +33,17 @@ class Retrieved:
     unexpected: int = 0  # an instance that was not stored in this run
 
 
+# A retrieval (C-GET or C-MOVE): the phase, the content compared, the paths not retrieved, and
+# those retrieved differing.
+RetrievalResult = tuple[Phase, Retrieved, list[str], list[str]]
+
+
 @dataclass
 class Measurement:
     target: str
     repetition: int
     ingest: Phase
-    retrieve: Phase
+    retrieve: Phase  # C-GET, like content, missing and differing
     content: Retrieved
     stored_after_ingest: int
     stored_final: int
@@ -48,4 +53,16 @@ class Measurement:
     send_failures: dict[str, list[str]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     differing: list[str] = field(default_factory=list)
+    # C-MOVE, after C-GET on the same stored data; not run (no processes) without the bind() shim.
+    move: Phase = field(default_factory=Phase)
+    move_content: Retrieved = field(default_factory=Retrieved)
+    move_missing: list[str] = field(default_factory=list)
+    move_differing: list[str] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
+
+    def retrievals(self) -> dict[str, RetrievalResult]:
+        """Each retrieval service's figures by its name, so that reports treat C-GET and C-MOVE alike."""
+        return {
+            "C-GET": (self.retrieve, self.content, self.missing, self.differing),
+            "C-MOVE": (self.move, self.move_content, self.move_missing, self.move_differing),
+        }

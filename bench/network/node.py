@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from bench.loopback import free_port
-from bench.network.names import GET_AE, NODE
+from bench.network.names import DEST_AE, GET_AE, NODE
 from bench.network.targets import BenchError, Target, launch, log_tail
 from scp_node.config import load_config
 
@@ -28,12 +28,18 @@ def scp_node_binary() -> str:
     return found
 
 
-def node_settings(port: int, storage: Path, extra: Sequence[str]) -> dict:
-    """The node's config.yaml: loopback, a free port, a fresh data_dir, the getscu AE as a peer,
-    and whatever --node-set adds (dotted keys, YAML values); everything else is the default."""
+def node_settings(port: int, storage: Path, destination_port: int, extra: Sequence[str]) -> dict:
+    """The node's config.yaml: loopback, a free port, a fresh data_dir, the getscu / movescu AE
+    and the C-MOVE destination (the bench's storescp on `destination_port`, which needs no
+    permission to receive) as peers, and whatever --node-set adds (dotted keys, YAML values);
+    everything else is the default."""
+    peers = [
+        {"ae_title": GET_AE, "host": "127.0.0.1", "permissions": ["get", "move"]},
+        {"ae_title": DEST_AE, "host": "127.0.0.1", "port": destination_port, "permissions": []},
+    ]
     settings: dict = {
         "network": {"host": "127.0.0.1", "port": port},
-        "access": {"peers": [{"ae_title": GET_AE, "host": "127.0.0.1", "permissions": ["get"]}]},
+        "access": {"peers": peers},
         "storage": {"data_dir": str(storage)},
     }
     for assignment in extra:
@@ -46,11 +52,11 @@ def node_settings(port: int, storage: Path, extra: Sequence[str]) -> dict:
     return settings
 
 
-def start_node(workdir: Path, binary: str, extra: Sequence[str] = ()) -> Target:
+def start_node(workdir: Path, binary: str, destination_port: int, extra: Sequence[str] = ()) -> Target:
     port = free_port()
     storage = workdir / "data"
     config = workdir / "config.yaml"
-    settings = node_settings(port, storage, extra)
+    settings = node_settings(port, storage, destination_port, extra)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     ae_title = load_config(config).network.ae_title
     log = workdir / "scp-node.log"

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from bench.loopback import free_port
-from bench.network.names import GET_AE, ORTHANC
+from bench.network.names import DEST_AE, GET_AE, ORTHANC
 from bench.network.targets import BenchError, Target, launch
 
 DEFAULT_ORTHANC_CONFIG = Path("/etc/orthanc")
@@ -52,15 +52,21 @@ def strip_json_comments(text: str) -> str:
     return "".join(out)
 
 
-def orthanc_overrides(storage: Path, dicom_port: int, http_port: int) -> dict[str, object]:
+def orthanc_overrides(
+    storage: Path, dicom_port: int, http_port: int, destination_port: int
+) -> dict[str, object]:
     """Every deviation from the distribution's configuration (see the package docstring)."""
     return {
         "StorageDirectory": str(storage),
         "IndexDirectory": str(storage),
         "DicomPort": dicom_port,
         "HttpPort": http_port,
-        # A registered modality may use every DICOM command; the port is only used by C-MOVE.
-        "DicomModalities": {"bench-get": [GET_AE, "127.0.0.1", 104]},
+        # A registered modality may use every DICOM command; the port is where a C-MOVE to it
+        # goes, so only the destination's is real.
+        "DicomModalities": {
+            "bench-get": [GET_AE, "127.0.0.1", 104],
+            "bench-dest": [DEST_AE, "127.0.0.1", destination_port],
+        },
         "RemoteAccessAllowed": False,
     }
 
@@ -85,12 +91,15 @@ def write_orthanc_config(source: Path, target: Path, overrides: dict[str, object
         (target / name).write_text(json.dumps(document, indent=2) + "\n")
 
 
-def start_orthanc(workdir: Path, binary: str, config_source: Path, shim: Path) -> Target:
+def start_orthanc(
+    workdir: Path, binary: str, config_source: Path, shim: Path, destination_port: int
+) -> Target:
     storage = workdir / "orthanc-db"
     storage.mkdir()
     dicom_port, http_port = free_port(), free_port()
     config = workdir / "orthanc-config"
-    write_orthanc_config(config_source, config, orthanc_overrides(storage, dicom_port, http_port))
+    overrides = orthanc_overrides(storage, dicom_port, http_port, destination_port)
+    write_orthanc_config(config_source, config, overrides)
     ae_title = str(json.loads((config / "orthanc.json").read_text()).get("DicomAet", "ORTHANC"))
     log = workdir / "orthanc.log"
     process = launch([binary, str(config)], log, cwd=workdir, shim=shim)

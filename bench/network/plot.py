@@ -20,10 +20,12 @@ def plot(results: Sequence[Measurement], path: Path) -> None:
     panels = [
         ("ingest instances/s", lambda m: m.ingest.per_second),
         ("ingest MB/s", lambda m: m.ingest.mb_per_second),
-        ("retrieve instances/s", lambda m: m.retrieve.per_second),
-        ("retrieve MB/s", lambda m: m.retrieve.mb_per_second),
+        ("C-GET instances/s", lambda m: m.retrieve.per_second),
+        ("C-GET MB/s", lambda m: m.retrieve.mb_per_second),
+        ("C-MOVE instances/s", lambda m: m.move.per_second),
+        ("C-MOVE MB/s", lambda m: m.move.mb_per_second),
     ]
-    figure = Figure(figsize=(16, 4.2))
+    figure = Figure(figsize=(22, 4.2))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels) + 1, gridspec_kw={"width_ratios": [1] * len(panels) + [1.8]})
     for ax, (title, metric) in zip(axes, panels, strict=False):
@@ -47,6 +49,6 @@ def plot(results: Sequence[Measurement], path: Path) -> None:
     axes[-1].margins(y=0.15)
     axes[-1].set_xticks(range(len(labels)), labels, fontsize=8)
     axes[-1].set_title("MB sent, and storage directory MB\n(lower is better)", fontsize=9)
-    figure.suptitle("DICOM network benchmark: storescu ingest, getscu retrieval (medians)")
+    figure.suptitle("DICOM network benchmark: storescu ingest, getscu and movescu retrieval (medians)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

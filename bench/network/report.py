@@ -18,13 +18,12 @@ def problem_lines(results: Sequence[Measurement]) -> list[str]:
         runs = [m for m in results if m.target == name]
         failed = {path: why for m in runs for path, why in m.send_failures.items()}
         lines += [f"{name}: not stored: {path}: {' | '.join(why)}" for path, why in sorted(failed.items())]
-        lines += [
-            f"{name}: stored but not retrieved: {p}" for p in sorted({p for m in runs for p in m.missing})
-        ]
-        lines += [
-            f"{name}: retrieved with different content: {p}"
-            for p in sorted({p for m in runs for p in m.differing})
-        ]
+        for service in runs[0].retrievals():
+            records = [m.retrievals()[service] for m in runs]
+            missing = sorted({p for _, _, paths, _ in records for p in paths})
+            differing = sorted({p for _, _, _, paths in records for p in paths})
+            lines += [f"{name}: stored but not retrieved by {service}: {p}" for p in missing]
+            lines += [f"{name}: retrieved by {service} with different content: {p}" for p in differing]
         problems = list(dict.fromkeys(line for m in runs for line in m.log_problems))
         if problems:
             lines.append(f"{name}: {len(problems)} distinct error/warning log lines, the first ones follow")

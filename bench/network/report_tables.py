@@ -14,13 +14,23 @@ Table = tuple[str, tuple[str, ...], list[tuple[str, ...]]]
 COMPARED: list[tuple[str, Callable[[Measurement], float], int]] = [
     ("ingest inst/s", lambda m: m.ingest.per_second, 1),
     ("ingest MB/s", lambda m: m.ingest.mb_per_second, 1),
-    ("retrieve inst/s", lambda m: m.retrieve.per_second, 1),
-    ("retrieve MB/s", lambda m: m.retrieve.mb_per_second, 1),
+    ("C-GET inst/s", lambda m: m.retrieve.per_second, 1),
+    ("C-GET MB/s", lambda m: m.retrieve.mb_per_second, 1),
+    ("C-MOVE inst/s", lambda m: m.move.per_second, 1),
+    ("C-MOVE MB/s", lambda m: m.move.mb_per_second, 1),
     ("stored MB after ingest", lambda m: m.stored_after_ingest / MB, 1),
     ("stored MB before get", lambda m: m.stored_final / MB, 1),
     ("instances sent", lambda m: m.ingest.instances, 0),
-    ("instances retrieved", lambda m: m.retrieve.instances, 0),
+    ("instances by C-GET", lambda m: m.retrieve.instances, 0),
+    ("instances by C-MOVE", lambda m: m.move.instances, 0),
 ]
+
+
+def services_run(runs: Sequence[Measurement]) -> list[str]:
+    """The retrieval services these repetitions measured (C-MOVE is not run without the bind() shim)."""
+    return [
+        service for service in runs[0].retrievals() if any(m.retrievals()[service][0].processes for m in runs)
+    ]
 
 
 def report_tables(results: Sequence[Measurement]) -> list[Table]:
@@ -45,7 +55,7 @@ def report_tables(results: Sequence[Measurement]) -> list[Table]:
 
 def repetition_rows(results: Sequence[Measurement]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     header = ("rep", "target", "ingest s", "in inst/s", "in MB/s", "compress s")
-    header += ("get s", "get inst/s", "get MB/s", "stored MB")
+    header += ("get s", "get inst/s", "get MB/s", "move s", "move inst/s", "move MB/s", "stored MB")
     rows = [
         (
             str(m.repetition + 1),
@@ -57,6 +67,9 @@ def repetition_rows(results: Sequence[Measurement]) -> tuple[tuple[str, ...], li
             number(m.retrieve.seconds, 2),
             number(m.retrieve.per_second),
             number(m.retrieve.mb_per_second),
+            number(m.move.seconds, 2),
+            number(m.move.per_second),
+            number(m.move.mb_per_second),
             number(m.stored_final / MB),
         )
         for m in results
@@ -68,10 +81,11 @@ def summary_rows(by_target: dict[str, list[Measurement]]) -> tuple[tuple[str, ..
     header = ("target", "phase", "assoc", "instances", "failed", "MB", "s", "inst/s", "MB/s", "server CPU s")
     rows = []
     for name, runs in by_target.items():
-        for phase_name, phases in (
-            ("ingest", [m.ingest for m in runs]),
-            ("retrieve", [m.retrieve for m in runs]),
-        ):
+        phases_run = [("ingest", [m.ingest for m in runs])]
+        phases_run += [
+            (service, [m.retrievals()[service][0] for m in runs]) for service in services_run(runs)
+        ]
+        for phase_name, phases in phases_run:
             rows.append(
                 (
                     name,
@@ -90,19 +104,24 @@ def summary_rows(by_target: dict[str, list[Measurement]]) -> tuple[tuple[str, ..
 
 
 def content_rows(by_target: dict[str, list[Measurement]]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    header = ("target", "retrieved", "byte-exact", "converted", "differing", "missing", "unexpected")
-    rows = [
-        (
-            name,
-            number(median(m.retrieve.instances for m in runs), 0),
-            number(median(m.content.exact for m in runs), 0),
-            number(median(m.content.converted for m in runs), 0),
-            number(median(m.content.differing for m in runs), 0),
-            number(median(len(m.missing) for m in runs), 0),
-            number(median(m.content.unexpected for m in runs), 0),
-        )
-        for name, runs in by_target.items()
-    ]
+    header = ("target", "service", "retrieved", "byte-exact", "converted", "differing", "missing")
+    header += ("unexpected",)
+    rows = []
+    for name, runs in by_target.items():
+        for service in services_run(runs):
+            records = [m.retrievals()[service] for m in runs]
+            rows.append(
+                (
+                    name,
+                    service,
+                    number(median(phase.instances for phase, _, _, _ in records), 0),
+                    number(median(content.exact for _, content, _, _ in records), 0),
+                    number(median(content.converted for _, content, _, _ in records), 0),
+                    number(median(content.differing for _, content, _, _ in records), 0),
+                    number(median(len(missing) for _, _, missing, _ in records), 0),
+                    number(median(content.unexpected for _, content, _, _ in records), 0),
+                )
+            )
     return header, rows
 
 
