@@ -11,6 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from scp_node.context import JOB_SECONDS_BUCKETS, Activity, timed_job
+from scp_node.index.models import Instance, StorageState
 from scp_node.index.peer_rules import InvalidPeer, ae_title, describe, peer_entry, permission_list, port_field
 from scp_node.web.auth import Principal
 from scp_node.web.console import sessions as console_sessions
@@ -18,6 +19,7 @@ from scp_node.web.console.chart import WIDTH, paired_bars, stacked_bar
 from scp_node.web.console.figures import Group
 from scp_node.web.console.forms import read_form
 from scp_node.web.console.sessions import SessionStore
+from scp_node.web.console.studies import InstanceRow
 from scp_node.web.errors import HttpProblem
 
 CLI = {"host": "--host", "port": "--port", "check_host": "--check-host", "tls": "--tls"}
@@ -207,3 +209,21 @@ def test_activity_counts_open_associations_and_buckets_job_seconds() -> None:
     assert durations.count == 3 and durations.total_s >= 45.0
     counts = dict(durations.buckets)
     assert counts[JOB_SECONDS_BUCKETS[0]] == 2 and counts[30.0] == 2 and counts[60.0] == 3
+
+
+def test_an_instance_coded_against_a_neighbour_shows_its_reference() -> None:
+    row = Instance(
+        sop_instance_uid="1.2.3.2",
+        instance_number="2",
+        state=StorageState.COMPRESSED,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        codec="learned",
+        codec_fallback=False,
+        received_size=1000,
+        stored_size=400,
+        calling_ae="CT1",
+        reference_uid="1.2.3.1",
+    )
+    assert InstanceRow.of(row).reference == "1.2.3.1"
+    row.reference_uid = None
+    assert InstanceRow.of(row).reference == ""

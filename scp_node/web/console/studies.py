@@ -218,6 +218,7 @@ class InstanceRow:
     error: str
     derived_from: str
     replaced_by: str
+    reference: str  # series mode: the slice the blob was coded against
 
     @classmethod
     def of(cls, row: Instance) -> InstanceRow:
@@ -240,6 +241,7 @@ class InstanceRow:
             error=row.error or "",
             derived_from=row.derived_from_uid or "",
             replaced_by=row.replaced_by_uid or "",
+            reference=row.reference_uid or "",
         )
 
     @property
