@@ -17,6 +17,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   if [ -n "${made_policy:-}" ]; then rm -f "$policy"; fi
 fi
+# The OHIF viewer (@ohif/app's built dist/) that tests/integration/test_ohif.py serves, fetched
+# once into a cache (OHIF_DIST names another copy). Without npm that test skips (fails in CI).
+ohif_cache="$HOME/.cache/scp-node-tests/ohif-3.13.2"
+if [ -z "${OHIF_DIST:-}" ] && [ ! -f "$ohif_cache/package/dist/index.html" ] && command -v npm >/dev/null; then
+  mkdir -p "$ohif_cache" && ohif_tmp="$(mktemp -d "$ohif_cache/.fetch.XXXXXX")"
+  if (cd "$ohif_tmp" && npm pack --silent @ohif/app@3.13.2 && tar xzf ohif-app-3.13.2.tgz) >/dev/null 2>&1; then
+    rm -rf "$ohif_cache/package" && mv "$ohif_tmp/package" "$ohif_cache/package"
+  else
+    echo "npm pack @ohif/app@3.13.2 failed: test_ohif.py will skip (fail in CI)" >&2
+  fi
+  rm -rf "$ohif_tmp"
+fi
 # Tests use the PostgreSQL and Redis servers on 127.0.0.1; start them if they are down.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && command -v pg_ctlcluster >/dev/null; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
