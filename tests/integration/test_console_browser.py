@@ -8,9 +8,7 @@ Without chromium and chromedriver the test skips, saying so; in CI (CI=true) it 
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import pytest
 from PIL import Image
 
 from scp_node.web.auth import hash_password
-from tests.support import RunningNode, make_config, require, start_node, store_test_files
+from tests.support import RunningNode, make_config, start_node, store_test_files
+from tests.support.browser import headless_chromium
 
 ADMIN, PASSWORD = "admin", "browser test password"
 WAIT_S = 20
@@ -27,26 +26,7 @@ WAIT_S = 20
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    require(
-        chromium is not None and chromedriver is not None,
-        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-    )
-    require(importlib.util.find_spec("selenium") is not None, "selenium is not installed (the test extra)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in a container has no user namespace for the sandbox
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--force-device-scale-factor=1",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver = headless_chromium()
     driver.implicitly_wait(2)
     try:
         yield driver

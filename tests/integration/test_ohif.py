@@ -12,7 +12,6 @@ names another one). Without it, chromium or chromedriver the test skips, saying 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from tests.support import RunningNode, free_port, make_config, require, shared_corpus, start_node
+from tests.support.browser import SOFTWARE_WEBGL, headless_chromium
 
 OHIF_VERSION = "3.13.2"
 OHIF_DIST = Path(
@@ -168,41 +168,6 @@ def _serve_viewer(dist: Path, port: int, dicomweb_root: str, stack: ExitStack) -
     stack.callback(stop)
 
 
-def _chromium() -> tuple[str, str]:
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    require(
-        chromium is not None and chromedriver is not None,
-        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-    )
-    require(importlib.util.find_spec("selenium") is not None, "selenium is not installed (the test extra)")
-    return chromium, chromedriver
-
-
-def _browser(chromium: str, chromedriver: str, stack: ExitStack):
-    """Headless chromium, quit when `stack` closes; it keeps its console and network logs."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in a container has no user namespace for the sandbox
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--force-device-scale-factor=1",
-        # WebGL without a GPU: ANGLE on SwiftShader, which newer chromium allows only when asked.
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        "--ignore-gpu-blocklist",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-    stack.callback(driver.quit)
-    return driver
-
-
 def _responses(driver, seen: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """Add the HTTP responses the browser has received since the last call to `seen`."""
     for entry in driver.get_log("performance"):
@@ -246,7 +211,6 @@ def _report(answers: list[tuple[int, str]], console: list[dict]) -> str:
 
 def test_ohif_opens_a_stored_mr_study_from_the_nodes_dicomweb(tmp_path: Path) -> None:
     dist = _ohif_dist()
-    chromium, chromedriver = _chromium()
     files = _series()
     with ExitStack() as stack:
         viewer_port = free_port()
@@ -259,7 +223,8 @@ def test_ohif_opens_a_stored_mr_study_from_the_nodes_dicomweb(tmp_path: Path) ->
         study = _store(node, files)
         dicomweb = f"http://127.0.0.1:{node.config.http.port}/dicom-web"
         _serve_viewer(dist, viewer_port, dicomweb, stack)
-        driver = _browser(chromium, chromedriver, stack)
+        driver = headless_chromium(*SOFTWARE_WEBGL, logs=True)
+        stack.callback(driver.quit)
 
         driver.get(f"{viewer}/viewer?StudyInstanceUIDs={study}")
         shot = tmp_path / "ohif.png"
