@@ -109,13 +109,15 @@ def test_instances_rebuild_byte_identical(weights: Path, name: str) -> None:
 
 
 def test_decode_on_another_thread_count_than_the_encode(weights: Path) -> None:
+    """Torch's threads and the codec's tile threads alike: the payload and the pixels do not
+    depend on either."""
     samples, desc = _ct(12, 150, 120)
-    codec = LearnedCodec(weights=str(weights), tile=TILE)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        payload = codec.encode(samples, desc)
+        payload = LearnedCodec(weights=str(weights), tile=TILE, threads=1).encode(samples, desc)
         torch.set_num_threads(2)
+        codec = LearnedCodec(weights=str(weights), tile=TILE, threads=3)
         assert np.array_equal(codec.decode(payload, desc), samples)
         assert codec.encode(samples, desc) == payload
     finally:

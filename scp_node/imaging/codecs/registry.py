@@ -144,6 +144,7 @@ CODECS: dict[str, CodecEntry] = {
                 CodecOption("weights", str, "weight file", "the shipped weights", nullable=True),
                 CodecOption("tile", int, "tile side in pixels", "256", minimum=8, multiple_of=8),
                 CodecOption("compete", bool, "keep a standard codec's blob where it is smaller", "true"),
+                CodecOption("threads", int, "tiles coded at once", "2", minimum=1, maximum=64),
                 CodecOption(
                     "series_depth",
                     int,

@@ -33,7 +33,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ MAGIC = b"SEEDB2"
 RETIRED_MAGICS = (b"SEEDB1",)
 DEFAULT_TILE = 256
 DEFAULT_SERIES_DEPTH = 4
+DEFAULT_THREADS = 2  # tiles coded at once (torch and torchac release the GIL): the machine's two cores
 STANDARD_RIVALS = ("jpegxl", "jpegls")
 PARTS_PER_STAGE = 2 * (pyramid.SUB_PIXELS - 1) + 1  # (coded, raw) for three passes, one remainder
 DIGEST_BYTES = 32
@@ -80,6 +83,11 @@ class Tile:
     columns: int
 
     @property
+    def plane_key(self) -> tuple[int, int]:
+        """Tiles with the same key are coded independently of each other."""
+        return self.frame, self.plane
+
+    @property
     def padded_shape(self) -> tuple[int, int]:
         multiple = 2**SCALES
         return -(-self.rows // multiple) * multiple, -(-self.columns // multiple) * multiple
@@ -98,7 +106,8 @@ class LearnedCodec(Codec):
     """Options: `weights` (a weight file; default the shipped one), `tile` (a multiple of 8),
     `compete` (default true: the node keeps a standard codec's blob where it is smaller;
     false keeps this codec's blob always, for evaluation), `series_depth` (default 4: the
-    longest chain of slices each coded against the previous one; 0 codes every image alone).
+    longest chain of slices each coded against the previous one; 0 codes every image alone),
+    `threads` (default 2: tiles coded at once; the payload does not depend on it).
 
     Runs on the GPU when there is one, else on the CPU; blobs decode on either.
     """
@@ -112,6 +121,7 @@ class LearnedCodec(Codec):
         self.competes_with = STANDARD_RIVALS if options.get("compete", True) else ()
         self.tile = int(options.get("tile", DEFAULT_TILE))
         self.series_depth = int(options.get("series_depth", DEFAULT_SERIES_DEPTH))
+        self.threads = int(options.get("threads", DEFAULT_THREADS))
         if self.tile < 8 or self.tile % 8:
             raise ValueError(f"tile {self.tile} must be a positive multiple of 8")
         weights = Path(options.get("weights") or zoo.SHIPPED_WEIGHTS)
@@ -135,15 +145,18 @@ class LearnedCodec(Codec):
             coded_reference = value_map.ranks(reference, values) if reference is not None else None
             table = value_map.to_bytes(values)
         tiles = _tiles(desc, self.tile)
-        streams = [
-            self._encode_tile(
-                coded[spec.frame, :, :, spec.plane],
-                _references(coded, coded_reference, spec),
-                spec,
-                bit_depth,
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="learned-tile") as pool:
+            streams = list(
+                pool.map(
+                    lambda spec: self._encode_tile(
+                        coded[spec.frame, :, :, spec.plane],
+                        _references(coded, coded_reference, spec),
+                        spec,
+                        bit_depth,
+                    ),
+                    tiles,
+                )
             )
-            for spec in tiles
-        ]
         used = reference is not None and any(
             spec.frame == 0 and stream[2] == PREVIOUS_SLICE
             for spec, stream in zip(tiles, streams, strict=True)
@@ -191,11 +204,18 @@ class LearnedCodec(Codec):
         if len(tiles) != len(streams):
             raise LearnedDecodeError(f"payload has {len(streams)} streams, the image needs {len(tiles)}")
         coded = np.zeros(desc.shape, np.uint16)  # values or ranks: 16 bits at most
-        for spec, stream in zip(tiles, streams, strict=True):
+
+        def decode_tile(spec: Tile, stream: bytes) -> None:
             decoded = self._decode_tile(stream, _references(coded, reference, spec), spec, bit_depth)
             rows = slice(spec.top, spec.top + spec.rows)
             columns = slice(spec.left, spec.left + spec.columns)
             coded[spec.frame, rows, columns, spec.plane] = decoded
+
+        # The tiles of one plane of one frame are independent; a plane's references (the
+        # previous frame, the previous plane) are decoded before it.
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="learned-tile") as pool:
+            for _, group in groupby(zip(tiles, streams, strict=True), key=lambda pair: pair[0].plane_key):
+                list(pool.map(lambda pair: decode_tile(*pair), group))
         out = value_map.restore(coded, values, desc.dtype) if values is not None else coded.astype(desc.dtype)
         if _pixel_digest(out) != expected_digest:
             raise LearnedDecodeError("decoded pixels do not match the payload's SHA-256")
