@@ -112,6 +112,9 @@ def _compress(context: NodeContext, work: _Work, series: bool = True) -> str:
         # Whatever happened, keep exactly the files a committed row names: the blob when this
         # job won, the spool file when it did not (or its row's newer one).
         context.discard_unreferenced([blob.path, work.spool_path])
+    if _series_depth(codecs, choice):
+        # The next slice of the series will be coded against this one: its pixels are at hand.
+        context.reference_slices.put((work.uid, blob.sha256), data)
     _log_stored(work.uid, encoded)
     return encoded.codec
 
@@ -169,16 +172,22 @@ class SeriesReference:
     blob_sha256: str
 
 
-def _series_reference(context: NodeContext, uid: str, choice: CodecChoice) -> SeriesReference | None:
+def _series_depth(codecs: SiteCodecs, choice: CodecChoice) -> int:
+    """The chosen codec's chain bound in series mode; 0 where it codes every image alone."""
     try:
-        codec = codec_for(context.codecs, choice)
+        codec = codec_for(codecs, choice)
     except CodecUnavailable:
-        return None
-    if codec is None or codec.series_depth == 0:
+        return 0
+    return codec.series_depth if codec is not None else 0
+
+
+def _series_reference(context: NodeContext, uid: str, choice: CodecChoice) -> SeriesReference | None:
+    depth = _series_depth(context.codecs, choice)
+    if depth == 0:
         return None
     with context.sessions() as session:
         instance = find_instance(session, uid)
-        reference = nearest_reference(session, instance, codec.series_depth) if instance else None
+        reference = nearest_reference(session, instance, depth) if instance else None
         if reference is None:
             return None
         reference_uid, blob_sha256 = reference.sop_instance_uid, reference.blob_sha256

@@ -30,6 +30,11 @@ class RecentFiles:
                 self._files.move_to_end(key)
                 return self._files[key]
         data = build()
+        self.put(key, data)
+        return data
+
+    def put(self, key: Hashable, data: bytes) -> None:
+        """Keep `data` (a file whose pixels are the stored instance's) as the newest entry."""
         with self._lock:
             if key not in self._files and len(data) <= self.budget_bytes:
                 self._files[key] = data
@@ -37,4 +42,3 @@ class RecentFiles:
                 while self._bytes > self.budget_bytes:
                     _, evicted = self._files.popitem(last=False)
                     self._bytes -= len(evicted)
-        return data
