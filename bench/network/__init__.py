@@ -41,7 +41,10 @@ scp-node runs as `scp-node serve --config <tmp>/config.yaml`; the file sets only
 (127.0.0.1), network.port, storage.data_dir and two access.peers entries (BENCH_GET, host
 127.0.0.1, permissions [get, move]; BENCH_DEST, host 127.0.0.1, the storescp's port, permissions
 []), so everything else is the embedded default (SQLite, in-process
-compression worker, jpegxl, at most 10 associations); --node-set changes more, for diagnosis.
+compression worker, jpegxl, at most 10 associations); --node-set changes more (e.g.
+storage.database_url for PostgreSQL). With --node-set queue.redis_url=... the jobs go to RQ on
+that Redis, on a queue named after the repetition, and the bench also runs one `scp-node worker`
+on the same config, as a site would; its CPU counts in the node's.
 The node compresses in the background, so its ingest time covers the network ingest only. By
 default (--wait-compressed) the benchmark then waits until `scp-node stats --json` shows no
 instance `received` or `queued`, so that retrieval decodes from the compressed blobs; that wait

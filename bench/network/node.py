@@ -49,6 +49,9 @@ def node_settings(port: int, storage: Path, destination_port: int, extra: Sequen
         for key in parents:
             section = section.setdefault(key, {})
         section[leaf] = yaml.safe_load(value)
+    queue = settings.get("queue", {})
+    if queue.get("redis_url"):  # a queue of this run's own: no job of another run is in it
+        queue.setdefault("name", f"bench-{storage.parent.name}")
     return settings
 
 
@@ -58,10 +61,17 @@ def start_node(workdir: Path, binary: str, destination_port: int, extra: Sequenc
     config = workdir / "config.yaml"
     settings = node_settings(port, storage, destination_port, extra)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    ae_title = load_config(config).network.ae_title
+    loaded = load_config(config)
     log = workdir / "scp-node.log"
     process = launch([binary, "serve", "--config", str(config)], log, cwd=workdir)
-    return Target(NODE, ae_title, port, storage, process, log, (port,), config)
+    workers = ()
+    if loaded.queue.redis_url:  # jobs go to Redis: `scp-node worker` runs them, as a site would
+        workers = (
+            launch([binary, "worker", "--config", str(config)], workdir / "scp-node-worker.log", cwd=workdir),
+        )
+    return Target(
+        NODE, loaded.network.ae_title, port, storage, process, log, (port,), config, workers=workers
+    )
 
 
 def node_stats(binary: str, config: Path) -> dict:

@@ -33,17 +33,24 @@ class Target:
     ports: tuple[int, ...]
     node_config: Path | None = None
     stopped: bool = False
+    # Processes that do part of the server's work (the node's RQ workers): counted in its CPU.
+    workers: tuple[subprocess.Popen, ...] = ()
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process, all threads (NaN where unknown)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        """User + system CPU time of the server process and its workers, all threads (NaN
+        where unknown)."""
+        return sum(_cpu_seconds(process) for process in (self.process, *self.workers))
+
+
+def _cpu_seconds(process: subprocess.Popen) -> float:
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def launch(
@@ -98,16 +105,22 @@ def stop(target: Target, timeout: float) -> None:
     if target.stopped:
         return
     target.stopped = True
-    if target.alive():
-        target.process.send_signal(signal.SIGTERM)
-        try:
-            target.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            print(f"{target.name} ignored SIGTERM for {timeout} s: SIGKILL", file=sys.stderr)
-            target.process.kill()
-            target.process.wait()
+    for process in (*target.workers, target.process):
+        _terminate(target.name, process, timeout)
     with target.log.open("a") as handle:
         handle.write(f"\nbench.network: exit status {target.process.returncode}\n")
+
+
+def _terminate(name: str, process: subprocess.Popen, timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{name} (pid {process.pid}) ignored SIGTERM for {timeout} s: SIGKILL", file=sys.stderr)
+        process.kill()
+        process.wait()
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
