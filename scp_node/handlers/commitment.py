@@ -21,7 +21,7 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import N_ACTION_RSP
 from pynetdicom.events import Event
@@ -33,6 +33,7 @@ from scp_node.index.repository import find_instance, find_peer
 from scp_node.index.states import HELD
 from scp_node.negotiation import MESSAGE_SYNTAXES
 from scp_node.tls import client_context
+from scp_node.transport import send_without_delay
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,14 @@ class CommitmentReporter:
         # The SCP opens this association, so it asks for the SCP role (PS3.4 J.3.3.1.2 note).
         role = build_role(StorageCommitmentPushModel, scu_role=False, scp_role=True)
         tls_args = (client_context(self._context.config.network.tls), None) if tls else None
-        assoc = ae.associate(host, port, ae_title=request.calling_ae, ext_neg=[role], tls_args=tls_args)
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=request.calling_ae,
+            ext_neg=[role],
+            tls_args=tls_args,
+            evt_handlers=[(evt.EVT_CONN_OPEN, send_without_delay)],
+        )
         if not assoc.is_established:
             log.warning(
                 "storage commitment %s: %s at %s:%d refused the association",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance, StorageState
@@ -144,3 +147,17 @@ def test_big_endian_converted_for_a_little_endian_requester(
     back = dcmread(received[str(source.SOPInstanceUID)])
     assert back.file_meta.TransferSyntaxUID != "1.2.840.10008.1.2.2"
     _check_retrieved(node, [original], received)
+
+
+def test_associations_send_each_pdu_at_once(node: RunningNode) -> None:
+    """With Nagle's algorithm on, the last small PDU of a message waits for the peer's delayed
+    ACK (about 40 ms per C-STORE sub-operation of a C-GET): the node's sockets have TCP_NODELAY."""
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    try:
+        (inbound,) = node.server.active_associations
+        assert inbound.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        assoc.release()
