@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from tests.support import (
     free_port,
     getscu,
     make_config,
+    movescu,
     pydicom_test_file,
     start_node,
     storescu,
@@ -623,41 +623,13 @@ def test_dcmtk_findscu_getscu_movescu(archive: Archive, dcmtk: None, tmp_path: P
     moved_dir = tmp_path / "moved"
     moved_dir.mkdir()
     _add_peer(archive, "STORESCP", move_port)
-    receiver = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "+B", "-od", str(moved_dir), str(move_port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_port(move_port)
-        result = subprocess.run(
-            [
-                *("movescu", "-S", "-aet", "VIEWER", "-aec", "SCP_NODE", "-aem", "STORESCP"),
-                *("-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={archive.uid['S1']}"),
-                *("-k", f"SeriesInstanceUID={archive.uid['S1/1']}", "127.0.0.1", str(port)),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert result.returncode == 0, result.stderr
-    finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
+    keys = {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": archive.uid["S1"]}
+    result = movescu(port, move_port, moved_dir, {**keys, "SeriesInstanceUID": archive.uid["S1/1"]})
+    assert result.returncode == 0, result.stderr
     moved = {str(dcmread(p).SOPInstanceUID): p for p in moved_dir.iterdir()}
     assert set(moved) == {archive.uid[f"s1-ct-{i}"] for i in range(3)}
     for uid, path in moved.items():
         assert _dataset_bytes(path) == _dataset_bytes(archive.files[uid])
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 def test_get_with_patient_root(archive: Archive) -> None:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from scp_node.imaging.codecs.learned.model import ModelConfig, PyramidModel
 from scp_node.imaging.codecs.learned.zoo import save_weights
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
-from tests.support import free_port, getscu, make_config, shared_corpus, start_node, storescu
+from tests.support import free_port, getscu, make_config, movescu, shared_corpus, start_node, storescu
 
 SERIES_DEPTH = 2
 SLICES = 6
@@ -189,28 +186,10 @@ def _get_series(node, series: str, out: Path) -> dict[str, str]:
 
 
 def _move_series(node, series: str, move_port: int, out: Path) -> dict[str, str]:
-    out.mkdir()
-    receiver = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "+B", "-od", str(out), str(move_port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_port(move_port)
-        result = subprocess.run(
-            [
-                *("movescu", "-S", "-aet", "VIEWER", "-aec", "SCP_NODE", "-aem", "STORESCP"),
-                *("-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={_study_of(node, series)}"),
-                *("-k", f"SeriesInstanceUID={series}", "127.0.0.1", str(node.port)),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-    finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
+    study = _study_of(node, series)
+    keys = {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": study, "SeriesInstanceUID": series}
+    result = movescu(node.port, move_port, out, keys)
+    assert result.returncode == 0, result.stderr
     return {
         str(dcmread(path, stop_before_pixels=True).SOPInstanceUID): _dataset_digest(path.read_bytes())
         for path in out.iterdir()
@@ -221,13 +200,3 @@ def _study_of(node, series: str) -> str:
     with node.context.sessions() as session:
         row = session.query(Instance).filter(Instance.series.has(series_instance_uid=series)).first()
         return row.series.study.study_instance_uid
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")

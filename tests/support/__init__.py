@@ -222,6 +222,36 @@ def getscu(port: int, out_dir: Path, keys: dict[str, str], *extra: str) -> subpr
     return subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=300)
 
 
+def movescu(port: int, move_port: int, out_dir: Path, keys: dict[str, str]) -> subprocess.CompletedProcess:
+    """C-MOVE to dcmtk's storescp (AE STORESCP, bit-preserving) on `move_port`, run for the move:
+    the files it received are in `out_dir`. The node must know STORESCP at that port."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    receiver = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "+B", "-od", str(out_dir), str(move_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    args = ["movescu", "-S", "-aet", "VIEWER", "-aec", "SCP_NODE", "-aem", "STORESCP"]
+    for key, value in keys.items():
+        args += ["-k", f"{key}={value}"]
+    try:
+        wait_for_port(move_port)
+        return subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True, timeout=120)
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
 def mixture_from_floats(mean, log_scale, logit):
     """An integer Mixture from float parameters (sample units, natural logs), as tests state
     distributions; the codec itself gets integers straight from its network."""
