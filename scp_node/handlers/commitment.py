@@ -3,7 +3,8 @@ list of instances, so that it may delete its own copies.
 
 N-ACTION is answered at once; the result follows as an N-EVENT-REPORT once the response has
 gone out (pynetdicom reports every sent message, EVT_DIMSE_SENT). It goes on the requester's
-association while that is open, as most SCUs expect, or on a new association to the peer's
+association while that is still open a moment later, as most SCUs expect, or on a new
+association to the peer's
 host and port (the only way every SCU must accept; a peer's `commitment_report` chooses).
 An instance is committed when its row is indexed under the same SOP class and the file that
 holds it exists: what C-STORE acknowledged is durable by then.
@@ -44,6 +45,11 @@ ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 # Failure Reasons (PS3.4 J.3.3.1.1)
 PROCESSING_FAILURE, NO_SUCH_INSTANCE, CLASS_INSTANCE_CONFLICT = 0x0110, 0x0112, 0x0119
 NO_SUCH_ACTION, MISSING_ATTRIBUTE = 0x0123, 0x0120  # N-ACTION statuses
+# Some SCUs (Orthanc) ask for the report on their association and release it as soon as
+# N-ACTION is answered; a report that reaches them before their release answer makes them abort
+# the transfer. Those release within milliseconds, one that wants the report waits for it far
+# longer than this: the report goes on the association only if it is still open after it.
+RELEASE_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class CommitmentReporter:
     def _report(self, assoc: Association, request: CommitmentRequest) -> None:
         try:
             report, event_type = self._result(request)
-            if self._same_association_wanted(request) and assoc.is_established:
+            if self._same_association_wanted(request) and _still_open_after(assoc, RELEASE_GRACE_SECONDS):
                 with _reactor_paused(assoc):
                     status, _reply = assoc.send_n_event_report(
                         report, event_type, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE
@@ -210,6 +216,15 @@ class CommitmentReporter:
                 request.calling_ae,
                 status.get("Status"),
             )
+
+
+def _still_open_after(assoc: Association, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while assoc.is_established:
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 @contextmanager

@@ -150,3 +150,58 @@ def test_report_goes_to_the_peer_on_a_new_association_once_the_requester_left(tm
     assert info.TransactionUID == transaction
     assert _references(info, "ReferencedSOPSequence") == {ct.SOPInstanceUID: None}
     assert "FailedSOPSequence" not in info
+
+
+def test_a_requester_that_releases_after_its_answer_gets_the_report_on_a_new_association(
+    tmp_path: Path,
+) -> None:
+    """Orthanc asks for the report on the same association yet releases it as soon as N-ACTION
+    is answered; a report that reaches it before its release answer makes it abort the whole
+    store (HTTP 500 from its REST API). A requester slow to release (here 200 ms, Orthanc under
+    load) must see a clean release and the report on a new association."""
+    reports, stray = Reports(), Reports()
+    listener = AE(ae_title="MODALITY")
+    listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    port = free_port()
+    server = listener.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)]
+    )
+    peers = [
+        {
+            "ae_title": "MODALITY",
+            "host": "127.0.0.1",
+            "port": port,
+            "permissions": ["echo", "store"],
+            "commitment_report": "same_association",
+        },
+    ]
+    node = start_node(
+        make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"access.peers": peers})
+    )
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.add_requested_context(CTImageStorage)
+        ae.add_requested_context(StorageCommitmentPushModel)
+        assoc = ae.associate(
+            "127.0.0.1", node.port, ae_title="SCP_NODE", evt_handlers=[(evt.EVT_N_EVENT_REPORT, stray.handle)]
+        )
+        ct = dcmread(pydicom_test_file("CT_small.dcm"))
+        assert assoc.send_c_store(ct).Status == 0x0000
+        transaction = generate_uid()
+        status, _ = assoc.send_n_action(
+            _action(transaction, [(CTImageStorage, ct.SOPInstanceUID)]),
+            1,
+            StorageCommitmentPushModel,
+            PUSH_MODEL_INSTANCE,
+        )
+        assert status.Status == 0x0000
+        time.sleep(0.2)
+        assoc.release()
+        assert assoc.is_released and not assoc.is_aborted
+        assert reports.arrived.wait(15), "no N-EVENT-REPORT on a new association"
+    finally:
+        node.stop()
+        server.shutdown()
+    assert stray.received == [], "the report raced the requester's release"
+    ((event_type, info),) = reports.received
+    assert event_type == 1 and info.TransactionUID == transaction
