@@ -140,6 +140,9 @@ class StorageConfig(StrictModel):
     # Empty: SQLite (WAL) at <data_dir>/index.sqlite.
     database_url: str = ""
     duplicate_policy: DuplicatePolicy = "overwrite"
+    # Memory for the most recently stored or rebuilt files (storage/recent_files.py): retrieval
+    # soon after a push sends them without decoding the blob again. 0 turns it off.
+    recent_files_mb: int = Field(default=128, ge=0)
 
 
 class QueryConfig(StrictModel):

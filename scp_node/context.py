@@ -105,8 +105,8 @@ class NodeContext:
     spool: Spool
     blobs: BlobStore
     codecs: SiteCodecs
+    recent_files: RecentFiles  # rebuilt files, for retrieval and series references
     activity: Activity = field(default_factory=Activity)  # associations, job durations (/metrics)
-    reference_slices: RecentFiles = field(default_factory=RecentFiles)  # rebuilt, for instance_file
 
     @classmethod
     def open(cls, config: NodeConfig, *, migrate: bool = True) -> NodeContext:
@@ -126,6 +126,7 @@ class NodeContext:
             spool=Spool(config.storage.data_dir),
             blobs=BlobStore(config.storage.data_dir),
             codecs=SiteCodecs(config.compression),
+            recent_files=RecentFiles(config.storage.recent_files_mb * 1024 * 1024),
         )
 
     def instance_file(self, sop_instance_uid: str) -> bytes:
@@ -140,10 +141,10 @@ class NodeContext:
         if spool_path:
             return Path(spool_path).read_bytes()
         assert blob_path is not None
-        return self.reference_slices.get(
+        return self.recent_files.get(
             (sop_instance_uid, blob_sha256),
-            lambda: decode_instance(Path(blob_path).read_bytes(), self.codecs, self.instance_file).data,
-        )
+            lambda: decode_instance(Path(blob_path).read_bytes(), self.codecs, self.instance_file),
+        ).data
 
     def discard_unreferenced(self, paths: Iterable[str | Path | None]) -> None:
         """Delete those of `paths` that no committed row names (a job's own blob after it lost

@@ -32,6 +32,7 @@ from scp_node.imaging.encapsulation import (
 )
 from scp_node.index.models import Instance
 from scp_node.negotiation import UNCOMPRESSED
+from scp_node.storage.recent_files import RecentFiles
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,20 @@ class StoredFile:
         return self.transfer_syntax == self.received_syntax
 
 
-def load_stored_file(instance: Instance, codecs: SiteCodecs, reference_files: ReferenceFiles) -> StoredFile:
+def load_stored_file(
+    instance: Instance, codecs: SiteCodecs, reference_files: ReferenceFiles, recent_files: RecentFiles
+) -> StoredFile:
     """The instance as a Part-10 file, digest-checked: byte-identical to what was received
     unless compressed input was stored with a pixel codec (then Explicit VR Little Endian).
-    `reference_files`: the node's `NodeContext.instance_file`, for series-mode blobs."""
+    `reference_files`: the node's `NodeContext.instance_file`, for series-mode blobs;
+    `recent_files`: its cache of rebuilt files, where a blob stored or read lately is found."""
     received = UID(instance.transfer_syntax_uid)
     if instance.blob_path:
-        rebuilt = decode_instance(Path(instance.blob_path).read_bytes(), codecs, reference_files)
+        blob_path = Path(instance.blob_path)
+        rebuilt = recent_files.get(
+            (instance.sop_instance_uid, instance.blob_sha256),
+            lambda: decode_instance(blob_path.read_bytes(), codecs, reference_files),
+        )
         stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)
         if not stored.as_received:
             return stored  # compressed input decoded: its pixels were verified at encode time

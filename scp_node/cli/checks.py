@@ -20,6 +20,7 @@ def verify(config: NodeConfig, args: argparse.Namespace) -> int:
     from scp_node.imaging.errors import ImagingError
     from scp_node.index.models import Instance, StorageState
     from scp_node.retrieve import RetrieveError, load_stored_file
+    from scp_node.storage.recent_files import RecentFiles
     from workers.runtime import admin_context
 
     fraction = config.compression.verify_sample if args.sample is None else args.sample
@@ -34,7 +35,8 @@ def verify(config: NodeConfig, args: argparse.Namespace) -> int:
             if problem is None and random.random() < fraction:
                 decoded += 1
                 try:
-                    load_stored_file(instance, context.codecs, context.instance_file)
+                    # RecentFiles(0): the blob on disk is decoded, never a copy held in memory.
+                    load_stored_file(instance, context.codecs, context.instance_file, RecentFiles(0))
                 except (RetrieveError, OSError, ImagingError) as exc:
                     problem = str(exc)
             if problem:

@@ -166,7 +166,8 @@ class Outbound:
             if instance is None:
                 return None
             context = self._context
-            return load_stored_file(instance, context.codecs, context.instance_file), instance.sop_class_uid
+            stored = load_stored_file(instance, context.codecs, context.instance_file, context.recent_files)
+            return stored, instance.sop_class_uid
 
     def _accepted_syntaxes(self, sop_class: str) -> list[UID]:
         # as_scu: this node's side sends C-STORE on the context (as C-GET SCP or C-MOVE SCU).

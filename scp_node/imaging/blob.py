@@ -83,6 +83,7 @@ class EncodedInstance:
     codec: str
     pixel_bytes_in: int  # size of the Pixel Data value as received
     pixel_bytes_out: int  # size of the payload that replaces it
+    rebuilt: RebuiltInstance  # what the blob rebuilds to, as verified: retrieval may serve it
     reference_uid: str | None = None  # the slice it was coded against, needed to rebuild it
 
 
@@ -167,6 +168,7 @@ def encode_instance(
         header["codec"],
         pixels_in,
         len(segments["payload"]),
+        rebuilt,
         header.get("reference_uid"),
     )
 

@@ -112,7 +112,7 @@ def _load_current(uid: str, context: NodeContext) -> StoredFile:
         current = find_instance(session, uid)
         if current is None:
             raise HttpProblem(404, f"instance {uid} is no longer stored")
-        return load_stored_file(current, context.codecs, context.instance_file)
+        return load_stored_file(current, context.codecs, context.instance_file, context.recent_files)
 
 
 def part_10(stored: StoredFile, choices: list[UID]) -> tuple[bytes, UID]:

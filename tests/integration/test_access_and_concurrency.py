@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from scp_node.retrieve import load_stored_file
+from scp_node.storage.recent_files import RecentFiles
 from tests.support import RunningNode, free_port, make_config, pydicom_test_file, start_node
 
 PEERS = [
@@ -279,7 +280,8 @@ def _variant(tmp_path: Path, name: str, sop_uid: str, patient_name: str) -> tupl
 def _stored_digest(node: RunningNode, sop_uid: str) -> str:
     with node.context.sessions() as session:
         instance = session.query(Instance).filter_by(sop_instance_uid=sop_uid).one()
-        stored = load_stored_file(instance, node.context.codecs, node.context.instance_file)
+        context = node.context
+        stored = load_stored_file(instance, context.codecs, context.instance_file, RecentFiles(0))
         return hashlib.sha256(stored.data[stored.dataset_offset :]).hexdigest()
 
 

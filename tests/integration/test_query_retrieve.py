@@ -7,6 +7,7 @@ attributes are rewritten to a known layout, so every expected answer is written 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import time
@@ -30,6 +31,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from scp_node import retrieve
 from scp_node.handlers import outbound
 from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.outbound import matching_instances
@@ -109,7 +111,8 @@ def _series(number: str, modality: str) -> dict:
 def archive(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     tmp = tmp_path_factory.mktemp(request.param)
     with temporary_database(request.param, tmp) as url:
-        node = start_node(make_config(tmp, url))
+        # No recent files in memory: every retrieval rebuilds from disk, so a damaged blob fails.
+        node = start_node(make_config(tmp, url, **{"storage.recent_files_mb": 0}))
         try:
             archive = Archive(node, tmp)
             for i in range(3):
@@ -666,10 +669,10 @@ def test_retrieve_follows_an_instance_its_compress_job_moved(
         uid = str(dcmread(source).SOPInstanceUID)
         load = outbound.load_stored_file
 
-        def compressed_meanwhile(instance: Instance, codecs: object, reference_files: object) -> object:
+        def compressed_meanwhile(instance: Instance, *args: object) -> object:
             monkeypatch.setattr(outbound, "load_stored_file", load)
             assert jobs.compress_instance(node.context, uid) == "jpegxl"
-            return load(instance, codecs, reference_files)
+            return load(instance, *args)
 
         monkeypatch.setattr(outbound, "load_stored_file", compressed_meanwhile)
         result = getscu(node.port, tmp_path / "got", {"QueryRetrieveLevel": "IMAGE", **_keys(source)})
@@ -689,3 +692,39 @@ def _keys(path: Path) -> dict[str, str]:
         "SeriesInstanceUID": ds.SeriesInstanceUID,
         "SOPInstanceUID": ds.SOPInstanceUID,
     }
+
+
+def test_retrieval_soon_after_a_push_sends_the_stored_files_without_decoding(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files a compress job has just verified stay in memory (storage.recent_files_mb):
+    a C-GET right after the push sends them without decoding a blob, and a later version of
+    an instance is never answered with the earlier one's file."""
+    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": 2}))
+    try:
+        archive = Archive(node, tmp_path)
+        for i in range(4):
+            archive.add("CT_small.dcm", f"ct-{i}", DOE, S1, _series("1", "CT"), InstanceNumber=str(i + 1))
+        archive.store_all()
+        decodes: list[object] = []
+        decode = retrieve.decode_instance
+        monkeypatch.setattr(retrieve, "decode_instance", lambda *a: decodes.append(a) or decode(*a))
+        final, _identifier, received = _get(archive, _study(archive.uid["S1"]))
+        assert final.Status == 0x0000 and len(received) == 4
+        assert decodes == []
+
+        replaced = archive.files[archive.uid["ct-0"]]
+        ds = dcmread(replaced)
+        ds.PatientComments = "second version"
+        ds.save_as(replaced)
+        archive.store_all()
+        context = node.context
+        with context.sessions() as session:
+            instance = session.query(Instance).filter_by(sop_instance_uid=archive.uid["ct-0"]).one()
+            assert instance.blob_path is not None
+            stored = retrieve.load_stored_file(
+                instance, context.codecs, context.instance_file, context.recent_files
+            )
+        assert dcmread(io.BytesIO(stored.data)).PatientComments == "second version"
+    finally:
+        node.stop()
