@@ -33,7 +33,7 @@ from scp_node.index.repository import instances_to_resume, save_peer
 from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from scp_node.tls import server_context
-from scp_node.transport import send_without_delay
+from scp_node.transport import prepare_connection
 from workers.queue import JobQueue
 from workers.retention import purge_expired_originals
 
@@ -275,7 +275,7 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
         (evt.EVT_ACCEPTED, log_rejected_contexts, [access]),
         (evt.EVT_ESTABLISHED, context.activity.association_established),
         (evt.EVT_CONN_CLOSE, context.activity.connection_closed),
-        (evt.EVT_CONN_OPEN, send_without_delay),
+        (evt.EVT_CONN_OPEN, prepare_connection),
     ]
     network = context.config.network
     ae = build_ae(context)

@@ -34,7 +34,7 @@ from scp_node.index.repository import find_instance, find_peer
 from scp_node.index.states import HELD
 from scp_node.negotiation import MESSAGE_SYNTAXES
 from scp_node.tls import client_context
-from scp_node.transport import send_without_delay
+from scp_node.transport import prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class CommitmentReporter:
             ae_title=request.calling_ae,
             ext_neg=[role],
             tls_args=tls_args,
-            evt_handlers=[(evt.EVT_CONN_OPEN, send_without_delay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, prepare_connection)],
         )
         if not assoc.is_established:
             log.warning(

@@ -22,7 +22,7 @@ from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_peer
 from scp_node.negotiation import UNIVERSAL
 from scp_node.tls import client_context
-from scp_node.transport import send_without_delay
+from scp_node.transport import prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def handle_move(event: Event, context: NodeContext) -> Iterator[Any]:
 
     association: dict[str, Any] = {
         "contexts": _store_contexts(matches or []),
-        "evt_handlers": [(evt.EVT_CONN_OPEN, send_without_delay), (evt.EVT_ESTABLISHED, on_established)],
+        "evt_handlers": [(evt.EVT_CONN_OPEN, prepare_connection), (evt.EVT_ESTABLISHED, on_established)],
     }
     if tls:
         association["tls_args"] = (client_context(context.config.network.tls), None)

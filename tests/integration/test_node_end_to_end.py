@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from scp_node.imaging.dicom_layout import dataset_offset
@@ -161,3 +162,26 @@ def test_associations_send_each_pdu_at_once(node: RunningNode) -> None:
         assert inbound.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         assoc.release()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_pdus_are_described_only_when_the_debug_log_shows_it(
+    node: RunningNode, caplog: pytest.LogCaptureFixture, debug: bool
+) -> None:
+    """pynetdicom formats a description of every PDU for its DEBUG log even when that log is
+    off (a tenth of the CPU of a C-GET); the node keeps those handlers only when it is on."""
+    caplog.set_level(logging.DEBUG if debug else logging.INFO, logger="pynetdicom")
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
+    assert assoc.is_established
+    try:
+        (inbound,) = node.server.active_associations
+        described = {
+            event: bool(inbound.get_handlers(event)) for event in (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
+        }
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert described == {evt.EVT_PDU_RECV: debug, evt.EVT_PDU_SENT: debug}
+    assert "Received Echo Request" in caplog.text  # the DIMSE-level lines stay either way
