@@ -57,6 +57,7 @@ class Activity:
         self._lock = threading.Lock()
         self._open: WeakSet[Any] = WeakSet()  # established associations not yet closed
         self._associations = 0
+        self._last_message = float("-inf")  # time.monotonic() of the latest DIMSE message in
         self._bucket_counts = [0] * len(JOB_SECONDS_BUCKETS)
         self._jobs = 0
         self._job_seconds = 0.0
@@ -72,6 +73,20 @@ class Activity:
         """Every association's connection closes, whether it was released or aborted."""
         with self._lock:
             self._open.discard(event.assoc)
+
+    def message_received(self, _event: Event) -> None:
+        self._last_message = time.monotonic()  # one float store: atomic, no lock needed
+
+    # what in-process compress workers wait on
+
+    def wait_for_quiet(self, quiet_s: float, at_most_s: float) -> None:
+        """Return once no DIMSE message has come in for `quiet_s`, or after `at_most_s`."""
+        deadline = time.monotonic() + at_most_s
+        while (now := time.monotonic()) < deadline:
+            quiet_at = self._last_message + quiet_s
+            if now >= quiet_at:
+                return
+            time.sleep(min(quiet_at, deadline) - now)
 
     def job_finished(self, seconds: float) -> None:
         with self._lock:

@@ -275,6 +275,7 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
         (evt.EVT_ACCEPTED, log_rejected_contexts, [access]),
         (evt.EVT_ESTABLISHED, context.activity.association_established),
         (evt.EVT_CONN_CLOSE, context.activity.connection_closed),
+        (evt.EVT_DIMSE_RECV, context.activity.message_received),
         (evt.EVT_CONN_OPEN, prepare_connection),
     ]
     network = context.config.network

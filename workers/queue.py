@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Protocol
 
 from redis import Redis
@@ -23,6 +24,9 @@ from workers import jobs
 
 log = logging.getLogger(__name__)
 
+# Traffic counts as over once no DIMSE message has come in for this long (seconds).
+QUIET_S = 0.25
+
 
 class JobQueue(Protocol):
     def enqueue_compress(self, sop_instance_uid: str) -> None: ...
@@ -33,7 +37,15 @@ class JobQueue(Protocol):
 
 
 class InProcessQueue:
-    """Daemon threads draining a FIFO; `close()` finishes the job in hand, then stops."""
+    """Daemon threads draining a FIFO; `close()` finishes the job in hand, then stops.
+
+    They share the interpreter lock with the threads that receive and send instances, which a
+    lower niceness does not touch: a job's Python work (reading the file, building and checking
+    the blob, the index) holds it for about 20 ms a CT slice, and stalled every association.
+    While DIMSE messages are coming in, a worker therefore waits before its next job, at most
+    as long as its last job took: compression gets half the time during traffic (the queue
+    still drains), all of it once the node is quiet.
+    """
 
     _STOP = object()
 
@@ -65,15 +77,20 @@ class InProcessQueue:
 
     def _run(self) -> None:
         run_at_lower_priority(self._nice)
+        last_job_s = 0.0
         while True:
             uid = self._jobs.get()
+            if uid is self._STOP:
+                self._jobs.task_done()
+                return
+            self._context.activity.wait_for_quiet(QUIET_S, at_most_s=last_job_s)
+            started = time.monotonic()
             try:
-                if uid is self._STOP:
-                    return
                 jobs.compress_instance(self._context, uid)
             except Exception:  # already logged and recorded by the job; keep the thread alive
                 pass
             finally:
+                last_job_s = time.monotonic() - started
                 self._jobs.task_done()
 
 
