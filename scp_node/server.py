@@ -16,6 +16,7 @@ from pydicom.uid import (
     UID_dictionary,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, dimse_messages, evt
+from pynetdicom._validators import validate_ui
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification, register_uid, uid_to_service_class
@@ -76,12 +77,19 @@ def receive_transfers_into(folder: Path) -> None:
     dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=folder)
 
 
+_checked_uid = functools.lru_cache(maxsize=65536)(validate_ui)
+
+
 def build_ae(context: NodeContext) -> AE:
     network = context.config.network
     # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
     # so accepting one is a rename), and send stored files without decoding them.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
+    # Requesters propose every storage class with its syntaxes (dcmtk's getscu: thousands of
+    # UIDs per association) and each is checked by a regex: about 15 ms of CPU per association
+    # for the same few hundred UIDs each time.
+    _config.VALIDATORS["UI"] = _checked_uid
     receive_transfers_into(context.spool.incoming)
     register_storage_classes()
 
