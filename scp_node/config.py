@@ -62,6 +62,10 @@ class NetworkConfig(StrictModel):
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
+    # Processes accepting associations on the one listening socket. The node's Python runs
+    # under one interpreter lock per process, so one process uses about one core for DICOM
+    # work; 2 or more spread associations over cores. max_associations is per process.
+    serve_processes: int = Field(default=1, ge=1, le=32)
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import socketserver
 import tempfile
 import threading
@@ -142,10 +143,21 @@ class SharedContexts(list):
 
 class NodeServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, plus housekeeping between polls of the listen socket:
-    sweeping incoming/ and dropping originals that lossy copies replaced, once due."""
+    sweeping incoming/ and dropping originals that lossy copies replaced, once due.
 
-    def __init__(self, *args: Any, context: NodeContext, lock: DataDirLock, **kwargs: Any) -> None:
+    The process that holds the data-dir lock binds the socket and does the housekeeping; the
+    other serve processes (`network.serve_processes`) accept on the socket it handed them."""
+
+    def __init__(
+        self,
+        *args: Any,
+        context: NodeContext,
+        lock: DataDirLock | None,
+        listening: socket.socket | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._lock = lock  # first: a failed bind calls server_close() from super().__init__
+        self._listening = listening
         super().__init__(*args, **kwargs)
         self.contexts = SharedContexts(self.contexts)
         self._context = context
@@ -158,8 +170,22 @@ class NodeServer(ThreadedAssociationServer):
         self._purge_every_s = context.config.compression.lossy.purge_interval_s
         self._next_purge = time.monotonic()
 
+    def server_bind(self) -> None:
+        if self._listening is None:
+            super().server_bind()
+            return
+        self.socket.close()
+        self.socket = self._listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._listening is None:  # a handed-over socket is listening already
+            super().server_activate()
+
     def service_actions(self) -> None:
         super().service_actions()
+        if self._lock is None:
+            return  # housekeeping is the lock holder's
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self._sweep_every_s
             self._spool.clean_incoming(idle_for_s=self._stale_after_s)
@@ -172,7 +198,8 @@ class NodeServer(ThreadedAssociationServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def stop_accepting(self) -> None:
         """Refuse new associations at once, but keep the data-dir lock: transfers in flight
@@ -265,7 +292,17 @@ def start(context: NodeContext, queue: JobQueue, *, block: bool) -> NodeServer |
     return server
 
 
-def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> NodeServer:
+def serve_handed_socket(context: NodeContext, queue: JobQueue, listening: socket.socket) -> NodeServer:
+    """Accept associations on `listening`, the socket of the process that holds the data-dir
+    lock (one of `network.serve_processes`); start-up recovery and housekeeping are its."""
+    server = _make_server(context, queue, None, listening)
+    threading.Thread(target=server.serve_forever, name="association-server", daemon=True).start()
+    return server
+
+
+def _make_server(
+    context: NodeContext, queue: JobQueue, lock: DataDirLock | None, listening: socket.socket | None = None
+) -> NodeServer:
     """Bind the address first: a node that cannot listen must not run recovery or jobs."""
     for name, reason in context.codecs.unavailable().items():
         log.info("codec %s unavailable: %s", name, reason)
@@ -297,12 +334,14 @@ def _make_server(context: NodeContext, queue: JobQueue, lock: DataDirLock) -> No
             request_handler=gated_request_handler(access),
             context=context,
             lock=lock,
+            listening=listening,
         )
     except OSError as exc:
         raise StartRefused(
             f"cannot listen on {network.host}:{network.port} (network.host / network.port): {exc.strerror}"
         ) from None
     ae._servers.append(server)  # as ae.start_server does; server.shutdown() expects it there
-    seed_peers(context)
-    recover(context, queue)
+    if lock is not None:
+        seed_peers(context)
+        recover(context, queue)
     return server

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from scp_node.config import NetworkConfig, NodeConfig
@@ -18,6 +19,7 @@ log = logging.getLogger("scp_node.cli")  # the name the log lines have always sh
 def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
     """DICOM, and HTTP (DICOMweb, /healthz, /metrics) unless http.enabled is false; HTTP starts
     after the DICOM server holds the data-dir lock and stops before the runtime closes."""
+    from scp_node.cli.association_processes import AssociationProcesses
     from scp_node.server import StartRefused, start
     from scp_node.web.server import HttpServer, HttpStartFailed
     from workers.runtime import open_runtime
@@ -25,10 +27,12 @@ def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
     runtime = open_runtime(config)
     _freeze_startup_objects()
     http = None
+    helpers = AssociationProcesses([])
     # Signals are taken before anything listens: a SIGTERM while HTTP starts is a clean stop too.
-    with _ShutdownSignals() as signals:
+    with ShutdownSignals() as signals:
         try:
             server = start(runtime.context, runtime.queue, block=False)
+            helpers = AssociationProcesses.start(config, server.socket, config.network.serve_processes - 1)
             if config.http.enabled:
                 http = HttpServer(runtime.context, runtime.queue)
                 try:
@@ -36,11 +40,13 @@ def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
                 except HttpStartFailed:
                     server.shutdown()
                     raise
-            _serve_until_stopped(server, config.network, signals)
+            serve_until_stopped(server, config.network, signals, also_stop=helpers.terminate)
         except (StartRefused, HttpStartFailed) as exc:
             print(f"scp-node: {exc}", file=sys.stderr)
             return 2
         finally:
+            helpers.terminate()
+            helpers.wait(_longest_timeout(config.network))
             if http is not None:
                 http.stop()
             runtime.close()
@@ -59,7 +65,7 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-class _ShutdownSignals:
+class ShutdownSignals:
     """SIGTERM and Ctrl-C, while installed: the first asks to stop, the second to hurry."""
 
     def __init__(self) -> None:
@@ -67,7 +73,7 @@ class _ShutdownSignals:
         self.received = "a signal"
         self._previous: dict[signal.Signals, Any] = {}
 
-    def __enter__(self) -> _ShutdownSignals:
+    def __enter__(self) -> ShutdownSignals:
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         return self
 
@@ -81,19 +87,29 @@ class _ShutdownSignals:
         (self.hurry if self.stop.is_set() else self.stop).set()
 
 
-def _serve_until_stopped(server: Any, network: NetworkConfig, signals: _ShutdownSignals) -> None:
+def serve_until_stopped(
+    server: Any,
+    network: NetworkConfig,
+    signals: ShutdownSignals,
+    also_stop: Callable[[], None] = lambda: None,
+) -> None:
     """Serve until SIGTERM or Ctrl-C; then let the associations in flight finish (at most the
-    longest network timeout; a second signal cuts the wait short) and close."""
+    longest network timeout; a second signal cuts the wait short) and close. `also_stop`: tell
+    the other serve processes at the same moment."""
     try:
         while not signals.stop.wait(1.0):
             pass
         log.info("%s: shutting down", signals.received)
+        also_stop()
         server.stop_accepting()
-        longest = max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s)
-        server.drain(longest, signals.hurry)
+        server.drain(_longest_timeout(network), signals.hurry)
     finally:
         server.shutdown()  # closes the socket, releases the data-dir lock
     log.info("stopping compress workers (unfinished jobs resume at the next start)")
+
+
+def _longest_timeout(network: NetworkConfig) -> float:
+    return max(network.acse_timeout_s, network.dimse_timeout_s, network.network_timeout_s)
 
 
 def worker(config: NodeConfig, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import random
+import re
 import socket
 import struct
 import threading
@@ -277,10 +278,17 @@ def _sender(port: int, files: list[tuple[str, Path]], sop_classes: set[str], log
             assoc.release()
 
 
+@pytest.mark.parametrize("serve_processes", [1, 2])
 def test_sigkill_during_ingest_loses_no_acknowledged_instance(
-    tmp_path: Path, database_url: str, dcmtk: None
+    tmp_path: Path, database_url: str, dcmtk: None, serve_processes: int
 ) -> None:
-    config = make_config(tmp_path, database_url, **{"queue.in_process_workers": 1})
+    """With network.serve_processes 2 the associations are spread over two processes; the
+    kill -9 of `serve` must take its helper down with it, freeing the port for the restart."""
+    config = make_config(
+        tmp_path,
+        database_url,
+        **{"queue.in_process_workers": 1, "network.serve_processes": serve_processes},
+    )
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     incoming = config.storage.data_dir / "incoming"
@@ -338,7 +346,10 @@ def test_sigkill_during_ingest_loses_no_acknowledged_instance(
             f"{KILL_AFTER} acknowledged instances",
             interval=0.005,
         )
+        helpers = _helper_processes(first)
+        assert len(helpers) == serve_processes - 1, first.log_tail()
         first.kill()
+        _wait_for(lambda: not any(_alive(pid) for pid in helpers), 10, "the helpers dying with serve")
         for thread in threads:
             thread.join(timeout=30)
         assert not any(thread.is_alive() for thread in threads), "a sender hangs after the kill"
@@ -395,6 +406,20 @@ def test_sigkill_during_ingest_loses_no_acknowledged_instance(
             stalled.drop()
         for node_process in nodes:
             node_process.stop()
+
+
+def _helper_processes(node: NodeProcess) -> list[int]:
+    """The other serve processes, as `serve` logs them."""
+    found = re.search(r"processes ([\d, ]+) accept associations too", node.log_tail())
+    return [int(pid) for pid in found.group(1).split(", ")] if found else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A killed child stays a zombie until reaped; it holds no socket then.
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # --- bad input against the in-process node --------------------------------------------------
