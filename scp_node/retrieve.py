@@ -60,8 +60,12 @@ def load_stored_file(
     """The instance as a Part-10 file, digest-checked: byte-identical to what was received
     unless compressed input was stored with a pixel codec (then Explicit VR Little Endian).
     `reference_files`: the node's `NodeContext.instance_file`, for series-mode blobs;
-    `recent_files`: its cache of rebuilt files, where a blob stored or read lately is found."""
+    `recent_files`: its files received or rebuilt lately, served without reading or decoding."""
     received = UID(instance.transfer_syntax_uid)
+    if not received.is_compressed:
+        kept = recent_files.received(instance.sop_instance_uid, instance.dataset_sha256)
+        if kept is not None:  # byte for byte what the spool file or the blob gives
+            return StoredFile(kept.data, kept.dataset_offset, received, received)
     if instance.blob_path:
         blob_path = Path(instance.blob_path)
         rebuilt = recent_files.get(

@@ -112,9 +112,9 @@ def _compress(context: NodeContext, work: _Work, series: bool = True) -> str:
         # Whatever happened, keep exactly the files a committed row names: the blob when this
         # job won, the spool file when it did not (or its row's newer one).
         context.discard_unreferenced([blob.path, work.spool_path])
-    # Retrieval soon after the push, and the next slice of a series coded against this one,
-    # find the file at hand.
-    context.recent_files.put((work.uid, blob.sha256), encoded.rebuilt)
+    if _series_depth(codecs, choice):
+        # The next slice of the series will be coded against this one: its file is at hand.
+        context.recent_files.put((work.uid, blob.sha256), encoded.rebuilt)
     _log_stored(work.uid, encoded)
     return encoded.codec
 

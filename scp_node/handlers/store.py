@@ -180,6 +180,8 @@ def _index(
     finally:
         context.discard_unreferenced(recoded)  # kept where the commit named them
     remove(obsolete)
+    if not spooled.layout.transfer_syntax.is_compressed:  # what retrieval will send as it is
+        context.recent_files.keep_received(sop_uid, spooled.as_file())
     return Ingested(status.SUCCESS)
 
 

@@ -3,9 +3,12 @@
 Decoding a blob costs 25-30 ms for a JPEG XL CT slice and about a second for a learned one;
 a study is usually read soon after it arrives (priors fetched by a viewer, a C-MOVE to the
 PACS), and a series-mode blob needs its reference slice rebuilt too. Orthanc keeps such a cache
-of its storage for the same reason (MaximumStorageCacheSize, 128 MB by default). Keys name the
-exact stored version (SOP Instance UID and blob digest), so a replaced instance is never served
-from here; entries are the rebuilt files as verified against the digest taken at ingest.
+of its storage for the same reason (MaximumStorageCacheSize, 128 MB by default).
+
+Two kinds of entry, both naming the exact stored version so that a replaced instance is never
+served from here: files received uncompressed, by SOP Instance UID and data set digest (kept by
+the process that received them, which serves them byte for byte as a rebuilt blob would), and
+files rebuilt from a blob, by SOP Instance UID and blob digest.
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ class RecentFiles:
         self._files: OrderedDict[Hashable, RebuiltInstance] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+
+    def keep_received(self, sop_instance_uid: str, received: RebuiltInstance) -> None:
+        self.put(("received", sop_instance_uid, received.dataset_sha256), received)
+
+    def received(self, sop_instance_uid: str, dataset_sha256: str) -> RebuiltInstance | None:
+        with self._lock:
+            found = self._files.get(("received", sop_instance_uid, dataset_sha256))
+            if found is not None:
+                self._files.move_to_end(("received", sop_instance_uid, dataset_sha256))
+            return found
 
     def get(self, key: Hashable, build: Callable[[], RebuiltInstance]) -> RebuiltInstance:
         """The cached file, else `build()` (outside the lock: two threads may build the same

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scp_node.imaging.blob import RebuiltInstance
 from scp_node.imaging.dicom_layout import FileLayout, read_layout
 from scp_node.storage.durable import publish, unique_path
 
@@ -20,6 +21,11 @@ class SpooledInstance:
     size: int
     dataset_sha256: str
     layout: FileLayout
+    data: bytes  # the file as read to validate it: retrieval soon after may serve it
+
+    def as_file(self) -> RebuiltInstance:
+        layout = self.layout
+        return RebuiltInstance(self.data, layout.dataset_offset, self.dataset_sha256, layout.transfer_syntax)
 
 
 class Spool:
@@ -40,7 +46,7 @@ class Spool:
         digest = hashlib.sha256(memoryview(data)[layout.dataset_offset :]).hexdigest()
         final = unique_path(self.root, sop_instance_uid, digest, ".dcm")
         publish(received, final)
-        return SpooledInstance(final, len(data), digest, layout)
+        return SpooledInstance(final, len(data), digest, layout, data)
 
     def clean_incoming(self, idle_for_s: float = 0.0) -> int:
         """Drop transfers that were never acknowledged: all of them at start-up, and while

@@ -32,6 +32,7 @@ from pynetdicom.sop_class import (
 )
 
 from scp_node import retrieve
+from scp_node.context import NodeContext
 from scp_node.handlers import outbound
 from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.outbound import matching_instances
@@ -82,7 +83,7 @@ class Archive:
         self.files[ds.SOPInstanceUID] = path
         return ds.SOPInstanceUID
 
-    def store_all(self) -> None:
+    def store_all(self, *, wait_for_jobs: bool = True) -> None:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(CTImageStorage)
         ae.add_requested_context(MRImageStorage)
@@ -91,7 +92,8 @@ class Archive:
         for path in self.files.values():
             assert assoc.send_c_store(path).Status == 0x0000
         assoc.release()
-        self.node.wait_for_jobs()
+        if wait_for_jobs:
+            self.node.wait_for_jobs()
 
 
 S1 = {"StudyID": "S1", "StudyDate": "20200115", "StudyTime": "101500", "AccessionNumber": "ACC1"}
@@ -694,18 +696,29 @@ def _keys(path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("compressed_by", ["the node", "another process"])
 def test_retrieval_soon_after_a_push_sends_the_stored_files_without_decoding(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, compressed_by: str
 ) -> None:
-    """The files a compress job has just verified stay in memory (storage.recent_files_mb):
-    a C-GET right after the push sends them without decoding a blob, and a later version of
-    an instance is never answered with the earlier one's file."""
-    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": 2}))
+    """The files the node has just received stay in its memory (storage.recent_files_mb): a
+    C-GET right after the push sends them without decoding a blob, whether its own compress
+    threads or another process (an RQ worker, another serve process) made the blobs; a later
+    version of an instance is never answered with the earlier one's file."""
+    workers = 2 if compressed_by == "the node" else 0
+    node = start_node(make_config(tmp_path, database_url, **{"queue.in_process_workers": workers}))
+    worker = NodeContext.open(node.config, migrate=False)  # what an RQ worker process opens
     try:
         archive = Archive(node, tmp_path)
         for i in range(4):
             archive.add("CT_small.dcm", f"ct-{i}", DOE, S1, _series("1", "CT"), InstanceNumber=str(i + 1))
-        archive.store_all()
+
+        def store_and_compress() -> None:
+            archive.store_all(wait_for_jobs=workers > 0)
+            if compressed_by == "another process":
+                for label in ("ct-0", "ct-1", "ct-2", "ct-3"):
+                    assert jobs.compress_instance(worker, archive.uid[label]) == "jpegxl"
+
+        store_and_compress()
         decodes: list[object] = []
         decode = retrieve.decode_instance
         monkeypatch.setattr(retrieve, "decode_instance", lambda *a: decodes.append(a) or decode(*a))
@@ -717,7 +730,7 @@ def test_retrieval_soon_after_a_push_sends_the_stored_files_without_decoding(
         ds = dcmread(replaced)
         ds.PatientComments = "second version"
         ds.save_as(replaced)
-        archive.store_all()
+        store_and_compress()
         context = node.context
         with context.sessions() as session:
             instance = session.query(Instance).filter_by(sop_instance_uid=archive.uid["ct-0"]).one()
@@ -727,4 +740,5 @@ def test_retrieval_soon_after_a_push_sends_the_stored_files_without_decoding(
             )
         assert dcmread(io.BytesIO(stored.data)).PatientComments == "second version"
     finally:
+        worker.close()
         node.stop()
