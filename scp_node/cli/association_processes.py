@@ -72,7 +72,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _main(fd: int) -> int:
-    from scp_node.cli.serving import ShutdownSignals, serve_until_stopped
+    from scp_node.cli.shutdown import ShutdownSignals, serve_until_stopped
     from scp_node.server import serve_handed_socket
     from workers.runtime import open_runtime
 
