@@ -156,8 +156,9 @@ class NodeContext:
         if spool_path:
             return Path(spool_path).read_bytes()
         assert blob_path is not None
-        return self.recent_files.get(
-            (sop_instance_uid, blob_sha256),
+        return self.recent_files.rebuilt(
+            sop_instance_uid,
+            blob_sha256,
             lambda: decode_instance(Path(blob_path).read_bytes(), self.codecs, self.instance_file),
         ).data
 

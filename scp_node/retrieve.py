@@ -68,8 +68,9 @@ def load_stored_file(
             return StoredFile(kept.data, kept.dataset_offset, received, received)
     if instance.blob_path:
         blob_path = Path(instance.blob_path)
-        rebuilt = recent_files.get(
-            (instance.sop_instance_uid, instance.blob_sha256),
+        rebuilt = recent_files.rebuilt(
+            instance.sop_instance_uid,
+            instance.blob_sha256,
             lambda: decode_instance(blob_path.read_bytes(), codecs, reference_files),
         )
         stored = StoredFile(rebuilt.data, rebuilt.dataset_offset, UID(rebuilt.transfer_syntax), received)

@@ -114,7 +114,7 @@ def _compress(context: NodeContext, work: _Work, series: bool = True) -> str:
         context.discard_unreferenced([blob.path, work.spool_path])
     if _series_depth(codecs, choice):
         # The next slice of the series will be coded against this one: its file is at hand.
-        context.recent_files.put((work.uid, blob.sha256), encoded.rebuilt)
+        context.recent_files.keep_rebuilt(work.uid, blob.sha256, encoded.rebuilt)
     _log_stored(work.uid, encoded)
     return encoded.codec
 

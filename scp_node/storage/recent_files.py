@@ -31,11 +31,20 @@ class RecentFiles:
         self.put(("received", sop_instance_uid, received.dataset_sha256), received)
 
     def received(self, sop_instance_uid: str, dataset_sha256: str) -> RebuiltInstance | None:
+        key = ("received", sop_instance_uid, dataset_sha256)
         with self._lock:
-            found = self._files.get(("received", sop_instance_uid, dataset_sha256))
-            if found is not None:
-                self._files.move_to_end(("received", sop_instance_uid, dataset_sha256))
-            return found
+            if key in self._files:
+                self._files.move_to_end(key)
+            return self._files.get(key)
+
+    def keep_rebuilt(self, sop_instance_uid: str, blob_sha256: str, rebuilt: RebuiltInstance) -> None:
+        self.put(("rebuilt", sop_instance_uid, blob_sha256), rebuilt)
+
+    def rebuilt(
+        self, sop_instance_uid: str, blob_sha256: str, build: Callable[[], RebuiltInstance]
+    ) -> RebuiltInstance:
+        """The file the blob rebuilds to, kept or else built now and kept."""
+        return self.get(("rebuilt", sop_instance_uid, blob_sha256), build)
 
     def get(self, key: Hashable, build: Callable[[], RebuiltInstance]) -> RebuiltInstance:
         """The cached file, else `build()` (outside the lock: two threads may build the same

@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from scp_node.imaging.dicom_layout import dataset_offset
@@ -153,15 +154,21 @@ def test_big_endian_converted_for_a_little_endian_requester(
 def test_associations_send_each_pdu_at_once(node: RunningNode) -> None:
     """With Nagle's algorithm on, the last small PDU of a message waits for the peer's delayed
     ACK (about 40 ms per C-STORE sub-operation of a C-GET): the node's sockets have TCP_NODELAY."""
+    assoc, inbound = _echo_association(node)
+    try:
+        assert inbound.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        assoc.release()
+
+
+def _echo_association(node: RunningNode) -> tuple[Association, Association]:
+    """A Verification association to the node: the requester's side and the node's."""
     ae = AE(ae_title="VIEWER")
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
     assert assoc.is_established
-    try:
-        (inbound,) = node.server.active_associations
-        assert inbound.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        assoc.release()
+    (inbound,) = node.server.active_associations
+    return assoc, inbound
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -171,12 +178,8 @@ def test_pdus_are_described_only_when_the_debug_log_shows_it(
     """pynetdicom formats a description of every PDU for its DEBUG log even when that log is
     off (a tenth of the CPU of a C-GET); the node keeps those handlers only when it is on."""
     caplog.set_level(logging.DEBUG if debug else logging.INFO, logger="pynetdicom")
-    ae = AE(ae_title="VIEWER")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title="SCP_NODE")
-    assert assoc.is_established
+    assoc, inbound = _echo_association(node)
     try:
-        (inbound,) = node.server.active_associations
         described = {
             event: bool(inbound.get_handlers(event)) for event in (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT)
         }

@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, StorageCommitmentPushModel
 
-from tests.support import free_port, make_config, pydicom_test_file, start_node
+from tests.support import RunningNode, free_port, make_config, pydicom_test_file, start_node
 
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 
@@ -103,28 +103,32 @@ def test_report_on_the_same_association_names_committed_and_failed(
     ]
 
 
-def test_report_goes_to_the_peer_on_a_new_association_once_the_requester_left(tmp_path: Path) -> None:
-    """A peer with commitment_report new_association (and any requester that released before
-    the report) gets it on an association the node opens to its host and port."""
-    reports = Reports()
+def _modality_listening(
+    tmp_path: Path, reports: Reports, commitment_report: str
+) -> tuple[object, RunningNode]:
+    """A modality's own Storage Commitment SCP on a free port, and a node that knows it as a peer."""
     listener = AE(ae_title="MODALITY")
     listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
     port = free_port()
     server = listener.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)]
     )
-    peers = [
-        {
-            "ae_title": "MODALITY",
-            "host": "127.0.0.1",
-            "port": port,
-            "permissions": ["echo", "store"],
-            "commitment_report": "new_association",
-        },
-    ]
-    node = start_node(
-        make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"access.peers": peers})
-    )
+    peer = {
+        "ae_title": "MODALITY",
+        "host": "127.0.0.1",
+        "port": port,
+        "permissions": ["echo", "store"],
+        "commitment_report": commitment_report,
+    }
+    database = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    return server, start_node(make_config(tmp_path, database, **{"access.peers": [peer]}))
+
+
+def test_report_goes_to_the_peer_on_a_new_association_once_the_requester_left(tmp_path: Path) -> None:
+    """A peer with commitment_report new_association (and any requester that released before
+    the report) gets it on an association the node opens to its host and port."""
+    reports = Reports()
+    server, node = _modality_listening(tmp_path, reports, "new_association")
     try:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(CTImageStorage)
@@ -160,24 +164,7 @@ def test_a_requester_that_releases_after_its_answer_gets_the_report_on_a_new_ass
     store (HTTP 500 from its REST API). A requester slow to release (here 200 ms, Orthanc under
     load) must see a clean release and the report on a new association."""
     reports, stray = Reports(), Reports()
-    listener = AE(ae_title="MODALITY")
-    listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
-    port = free_port()
-    server = listener.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)]
-    )
-    peers = [
-        {
-            "ae_title": "MODALITY",
-            "host": "127.0.0.1",
-            "port": port,
-            "permissions": ["echo", "store"],
-            "commitment_report": "same_association",
-        },
-    ]
-    node = start_node(
-        make_config(tmp_path, f"sqlite:///{tmp_path / 'index.sqlite'}", **{"access.peers": peers})
-    )
+    server, node = _modality_listening(tmp_path, reports, "same_association")
     try:
         ae = AE(ae_title="MODALITY")
         ae.add_requested_context(CTImageStorage)
