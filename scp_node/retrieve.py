@@ -88,9 +88,9 @@ def load_stored_file(
     return stored
 
 
-def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
-    """A data set in the first accepted syntax the node can write, for pynetdicom to send;
-    pixels decode to the same values as the stored ones, nested Pixel Data included."""
+def converted_file(stored: StoredFile, accepted: list[UID]) -> tuple[bytes, UID]:
+    """The instance as a Part-10 file in the first accepted syntax the node can write, and that
+    syntax; pixels decode to the same values as the stored ones, nested Pixel Data included."""
     ds = dcmread(io.BytesIO(stored.data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         decompress(ds)
@@ -98,29 +98,34 @@ def converted_dataset(stored: StoredFile, accepted: list[UID]) -> Dataset:
     refusals = []
     for syntax in accepted:
         if syntax in UNCOMPRESSED:
-            return _reencoded(ds, syntax)
+            if ds.file_meta.TransferSyntaxUID.is_little_endian != syntax.is_little_endian:
+                _swap_words(ds)
+            return _part_10(ds, syntax), syntax
         if syntax in ENCODABLE:
             try:
                 encode_pixel_data(ds, syntax)
             except NotEncodable as exc:
                 refusals.append(str(exc))
                 continue
-            return ds
+            return _part_10(ds, syntax), syntax
     names = ", ".join(UID(s).name for s in accepted) or "none"
     reasons = f": {'; '.join(refusals)}" if refusals else ""
     raise RetrieveError(f"cannot convert {stored.transfer_syntax.name} to any of {names}{reasons}")
 
 
-def _reencoded(ds: Dataset, syntax: UID) -> Dataset:
-    """The data set written in `syntax` and read back: pynetdicom sends a data set in the
-    encoding it was read with, and element VRs must be resolved to go from implicit to explicit."""
-    if ds.file_meta.TransferSyntaxUID.is_little_endian != syntax.is_little_endian:
-        _swap_words(ds)
+def _part_10(ds: Dataset, syntax: UID) -> bytes:
+    """`ds` written as a file in `syntax`: pydicom resolves each element's VR on the way from
+    implicit to explicit VR, and deflates where the syntax says so."""
     ds.file_meta.TransferSyntaxUID = syntax
     buffer = io.BytesIO()
-    dcmwrite(buffer, ds, implicit_vr=syntax.is_implicit_VR, little_endian=syntax.is_little_endian)
-    buffer.seek(0)
-    return dcmread(buffer)
+    dcmwrite(
+        buffer,
+        ds,
+        implicit_vr=syntax.is_implicit_VR,
+        little_endian=syntax.is_little_endian,
+        enforce_file_format=True,
+    )
+    return buffer.getvalue()
 
 
 # Byte width of the words in each "other" VR; pydicom writes their bytes unchanged.

@@ -183,7 +183,9 @@ class NodeServer(ThreadedAssociationServer):
             super().server_activate()
 
     def service_actions(self) -> None:
-        super().service_actions()
+        """Not pynetdicom's, which runs a full garbage collection every 60 polls or associations
+        (about 50 ms holding the interpreter lock, stalling every transfer): Python's own
+        collector reclaims finished associations."""
         if self._lock is None:
             return  # housekeeping is the lock holder's
         if time.monotonic() >= self._next_sweep:

@@ -3,32 +3,118 @@
 pynetdicom leaves Nagle's algorithm on. DIMSE is request / response: a C-STORE sub-operation
 ends with a small PDU, and the C-GET pending response is a small write right after it; with
 Nagle on, each waits for the peer's delayed ACK (about 40 ms on Linux) before it leaves. dcmtk
-and Orthanc set TCP_NODELAY; so does the node, on every association's socket.
+and Orthanc set TCP_NODELAY; so does the node, on every association's socket. The other half
+is the node's own ACKs: dcmtk 3.6.7's getscu and storescp write a response's PDU header and its
+body in two writes with Nagle on, so the body waits until the node acknowledges the header, and
+Linux delays that ACK on a request / response connection: 40 ms per C-STORE sub-operation of a
+C-GET or C-MOVE. The node asks for its ACKs at once (TCP_QUICKACK, which Linux clears again by
+itself) before each read.
 
 pynetdicom also binds a handler to every PDU sent and received that formats a description of
 it for its DEBUG log, whether or not that log is on: on a C-GET of CT slices (a 16 kB PDU
 each 16 kB of pixels) that was about a tenth of the node's CPU. Those handlers log nothing
 above DEBUG, so they are dropped unless pynetdicom's logger would show their lines; the
 DIMSE-level handlers (the "Received Store Request" lines) stay.
+
+And pynetdicom passes every PDU of a message from the thread that encodes it to its reactor
+thread, one queue item, state-machine turn and socket write each; the reactor sleeps a
+millisecond whenever it finds its queue empty. A 0.5 MB slice sent to a peer that takes 16 kB
+PDUs is 32 such hand-overs, and on a small machine the encoding thread and the reactor take
+turns with the interpreter lock: the slice waited on that, not on the network. So a message's
+PDUs are encoded together (the same PDUs, byte for byte) and the reactor writes them in one
+turn; pynetdicom's DEBUG log describes no P-DATA-TF PDU it sends, so it shows the same lines.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from functools import partial
 
-from pynetdicom import evt
+from pynetdicom import evt, fsm
 from pynetdicom._handlers import standard_pdu_recv_handler, standard_pdu_sent_handler
+from pynetdicom.association import Association
+from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import DimsePrimitiveType
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import P_DATA
 
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+# P-DATA-TF PDU of one presentation data value: PDU type 4, reserved, PDU length, then the
+# item's length and presentation context ID (PS3.8 9.3.5); the value starts with its control header.
+_P_DATA_TF_HEADER = struct.Struct(">BBIIB")
 
 
 def prepare_connection(event: Event) -> None:
-    """EVT_CONN_OPEN handler: Nagle's algorithm off, PDU debug descriptions only when logged."""
-    connection = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
+    """EVT_CONN_OPEN handler: Nagle's algorithm and delayed ACKs off, PDUs described only when
+    the DEBUG log shows them, each message's PDUs sent together."""
+    assoc = event.assoc
+    connection = assoc.dul.socket.socket if assoc.dul.socket else None
     if connection is not None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _TCP_QUICKACK is not None:
+            assoc.dul.socket.recv = partial(_receive_acknowledging_at_once, assoc.dul.socket.recv, connection)
     if not _PYNETDICOM_LOG.isEnabledFor(logging.DEBUG):
-        event.assoc.unbind(evt.EVT_PDU_RECV, standard_pdu_recv_handler)
-        event.assoc.unbind(evt.EVT_PDU_SENT, standard_pdu_sent_handler)
+        assoc.unbind(evt.EVT_PDU_RECV, standard_pdu_recv_handler)
+        assoc.unbind(evt.EVT_PDU_SENT, standard_pdu_sent_handler)
+    assoc.dimse.send_msg = partial(send_whole_message, assoc)
+
+
+def _receive_acknowledging_at_once(
+    receive: Callable[[int], bytearray], connection: socket.socket, nr_bytes: int
+) -> bytearray:
+    """AssociationSocket.recv, after sending any ACK the kernel was holding back."""
+    with suppress(OSError):  # closed: the read below reports it as pynetdicom expects
+        connection.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+    return receive(nr_bytes)
+
+
+class EncodedMessage(P_DATA):
+    """All P-DATA-TF PDUs of one DIMSE message, encoded: one item of the reactor's queue."""
+
+    def __init__(self, pdus: bytes) -> None:
+        super().__init__()
+        self.pdus = pdus
+
+
+def send_whole_message(assoc: Association, primitive: DimsePrimitiveType, context_id: int) -> None:
+    """pynetdicom's DIMSEServiceProvider.send_msg, queueing the message once instead of per PDU."""
+    if primitive.MessageIDBeingRespondedTo is None:
+        message = _RQ_TO_MESSAGE[type(primitive)]()
+    else:
+        message = _RSP_TO_MESSAGE[type(primitive)]()
+    message.primitive_to_message(primitive)
+    message.context_id = context_id
+    evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+    pdus = b"".join(encoded_pdus(message, context_id, assoc.dimse.maximum_pdu_size))
+    assoc.dul.send_pdu(EncodedMessage(pdus))
+
+
+def encoded_pdus(message: DIMSEMessage, context_id: int, max_pdu_length: int) -> Iterator[bytes]:
+    """The P-DATA-TF PDUs pynetdicom would send for `message`, as byte strings: its own
+    fragmentation, one presentation data value per PDU."""
+    for fragment in message.encode_msg(context_id, max_pdu_length):
+        for fragment_context, value in fragment.presentation_data_value_list:
+            yield _P_DATA_TF_HEADER.pack(0x04, 0x00, len(value) + 5, len(value) + 1, fragment_context)
+            yield value
+
+
+def _send_p_data(dul: DULServiceProvider) -> str:
+    """State-machine action DT-1 (Sta6 + Evt9): an EncodedMessage goes out in one write, any
+    other P-DATA primitive as pynetdicom sends it."""
+    if not isinstance(dul.to_provider_queue.queue[0], EncodedMessage):
+        return fsm.DT_1(dul)
+    message = dul.to_provider_queue.get(False)
+    if dul.socket is not None:  # AssociationSocket.send: Evt17 if the connection is gone
+        dul.socket.send(memoryview(message.pdus))
+    return "Sta6"
+
+
+fsm.ACTIONS["DT-1"] = (fsm.ACTIONS["DT-1"][0], _send_p_data, "Sta6")

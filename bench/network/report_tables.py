@@ -136,6 +136,8 @@ def storage_rows(
         "sent/stored",
         "compress s",
         "compress CPU s",
+        "drain inst/s",
+        "worker cores to keep pace",
     )
     rows = []
     for name, runs in by_target.items():
@@ -150,9 +152,22 @@ def storage_rows(
                 ratio(sent, final),
                 number(median(m.compress_seconds for m in runs)),
                 number(median(m.compress_cpu for m in runs)),
+                number(median(_drain_rate(m) for m in runs)),
+                number(median(_cores_to_keep_pace(m) for m in runs)),
             )
         )
     return header, rows
+
+
+def _drain_rate(m: Measurement) -> float | None:
+    """Instances compressed per second once the push ended (the compress worker yields to it)."""
+    return m.ingest.instances / m.compress_seconds if m.compress_seconds else None
+
+
+def _cores_to_keep_pace(m: Measurement) -> float | None:
+    """Cores of compress workers it takes to compress as fast as this push arrived: the
+    compression CPU time over the push's wall time."""
+    return m.compress_cpu / m.ingest.seconds if m.compress_cpu is not None and m.ingest.seconds else None
 
 
 def comparison_rows(by_target: dict[str, list[Measurement]]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:

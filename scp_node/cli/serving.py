@@ -53,9 +53,9 @@ def serve(config: NodeConfig, _args: argparse.Namespace) -> int:
 
 def _freeze_startup_objects() -> None:
     """The modules, codecs and models loaded at start (torch's among them) are a few hundred
-    thousand objects that live as long as the node; pynetdicom's server runs a full garbage
-    collection every 60 polls, which held the GIL for about 0.25 s each time, stalling every
-    association. Frozen, they are no longer scanned."""
+    thousand objects that live as long as the node; every full garbage collection scanned them,
+    holding the GIL for about 0.25 s, stalling every association. Frozen, they are no longer
+    scanned."""
     import gc
 
     gc.collect()

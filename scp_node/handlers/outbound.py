@@ -4,10 +4,10 @@ destination for C-MOVE).
 
 pynetdicom sends a yielded data set by re-encoding it, which is not byte-exact (it drops group
 lengths, for one), and it silently skips a yielded None, which would leave the sub-operation
-counts and the Failed SOP Instance UID List wrong. So while a retrieve runs, the store
-association's send_c_store is wrapped: a `FileToSend` goes out as the file's raw bytes
-(pynetdicom's chunked send), a `CannotSend` is answered locally as a failed sub-operation,
-anything else passes through unchanged.
+counts and the Failed SOP Instance UID List wrong. So every instance is yielded as a file:
+while a retrieve runs, the store association's send_c_store is wrapped, a `FileToSend` goes out
+as the file's raw bytes (pynetdicom's chunked send; the file as stored, or converted to a
+syntax the peer accepted), and a `CannotSend` is answered locally as a failed sub-operation.
 
 The bytes of a `FileToSend` live in memory (a memfd that pynetdicom reads by its /proc path),
 never in a temporary file on disk. Instances are prepared (rebuilt from their blobs, digest-
@@ -38,7 +38,7 @@ from scp_node.handlers import status
 from scp_node.imaging.errors import ImagingError
 from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_instance, instances_for_retrieve
-from scp_node.retrieve import RetrieveError, StoredFile, converted_dataset, load_stored_file
+from scp_node.retrieve import RetrieveError, StoredFile, converted_file, load_stored_file
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Outbound:
     def restore(self) -> None:
         self._assoc.send_c_store = self._send_c_store
 
-    def dataset(self, sop_uid: str) -> Dataset:
+    def dataset(self, sop_uid: str) -> FileToSend | CannotSend:
         """The file as stored if the peer accepted its syntax, else converted; CannotSend on error."""
         try:
             loaded = self._load(sop_uid)
@@ -146,10 +146,11 @@ class Outbound:
         if stored.as_received and stored.transfer_syntax in accepted:
             return FileToSend(stored.data, sop_class, sop_uid)
         try:
-            return converted_dataset(stored, accepted)
+            converted, _ = converted_file(stored, accepted)
         except (RetrieveError, ImagingError) as exc:
             log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.remote["ae_title"], exc)
             return CannotSend(sop_uid)
+        return FileToSend(converted, sop_class, sop_uid)
 
     def _load(self, sop_uid: str) -> tuple[StoredFile, str] | None:
         """The stored file and its class; None when the instance is gone."""
@@ -177,11 +178,9 @@ class Outbound:
             if cx.abstract_syntax == sop_class and cx.as_scu
         ]
 
-    def _send(self, dataset: Dataset | Path | str, *args: Any, **kwargs: Any) -> Dataset:
+    def _send(self, dataset: FileToSend | CannotSend, *args: Any, **kwargs: Any) -> Dataset:
         if isinstance(dataset, CannotSend):
             return _status_dataset(status.CANNOT_UNDERSTAND)
-        if not isinstance(dataset, FileToSend):
-            return self._send_c_store(dataset, *args, **kwargs)
         try:
             return self._send_c_store(dataset.source_path, *args, **kwargs)
         finally:
@@ -197,7 +196,7 @@ def _status_dataset(code: int) -> Dataset:
 def sub_operations(event: Event, outbound: Outbound, matches: list[Match]) -> Iterator[tuple[int, Dataset]]:
     """(Pending, data set) per instance until done or the requester sends C-CANCEL; the next
     instances are prepared while this one is sent."""
-    ahead: deque[Future[Dataset]] = deque()
+    ahead: deque[Future[FileToSend | CannotSend]] = deque()
     upcoming = iter(matches)
     with ThreadPoolExecutor(PREPARING_THREADS, thread_name_prefix="retrieve") as pool:
         try:
@@ -215,7 +214,7 @@ def sub_operations(event: Event, outbound: Outbound, matches: list[Match]) -> It
             _discard(ahead)
 
 
-def _discard(prepared: deque[Future[Dataset]]) -> None:
+def _discard(prepared: deque[Future[FileToSend | CannotSend]]) -> None:
     """Free what was prepared and will not be sent (cancelled, or the association ended)."""
     for future in prepared:
         if future.cancel():

@@ -23,7 +23,7 @@ from scp_node.imaging.errors import ImagingError
 from scp_node.index.models import Instance
 from scp_node.index.repository import find_instance, instances_for_retrieve
 from scp_node.negotiation import UNCOMPRESSED
-from scp_node.retrieve import RetrieveError, StoredFile, converted_dataset, load_stored_file
+from scp_node.retrieve import RetrieveError, StoredFile, converted_file, load_stored_file
 from scp_node.web.errors import HttpProblem
 from scp_node.web.multipart import MediaType, covers
 
@@ -121,14 +121,11 @@ def part_10(stored: StoredFile, choices: list[UID]) -> tuple[bytes, UID]:
     if stored.as_received and stored.transfer_syntax == choices[0]:
         return stored.data, stored.transfer_syntax
     try:
-        ds = converted_dataset(stored, choices)
+        return converted_file(stored, choices)
     except RetrieveError as exc:
         raise HttpProblem(406, str(exc)) from exc
     except ImagingError as exc:
         raise HttpProblem(500, f"cannot convert: {exc}") from exc
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue(), UID(ds.file_meta.TransferSyntaxUID)
 
 
 def instance_parts(

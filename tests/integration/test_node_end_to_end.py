@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import socket
@@ -188,3 +189,15 @@ def test_pdus_are_described_only_when_the_debug_log_shows_it(
         assoc.release()
     assert described == {evt.EVT_PDU_RECV: debug, evt.EVT_PDU_SENT: debug}
     assert "Received Echo Request" in caplog.text  # the DIMSE-level lines stay either way
+
+
+def test_polls_of_the_listen_socket_run_no_full_garbage_collection(
+    node: RunningNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's server collected all garbage every 60 polls or associations, holding the
+    interpreter lock for tens of milliseconds in the middle of transfers."""
+    collections: list[tuple] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args))
+    for _ in range(200):
+        node.server.service_actions()
+    assert collections == []

@@ -742,3 +742,33 @@ def test_retrieval_soon_after_a_push_sends_the_stored_files_without_decoding(
     finally:
         worker.close()
         node.stop()
+
+
+def _delayed_acks() -> int:
+    """Linux's count of ACKs its TCP held back waiting for data to ride along (all sockets)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))["DelayedACKs"]
+    raise AssertionError("no TcpExt line in /proc/net/netstat")
+
+
+@pytest.mark.skipif(not Path("/proc/net/netstat").is_file(), reason="counts delayed ACKs the Linux way")
+def test_dcmtk_retrieval_is_not_held_by_delayed_acks(archive: Archive, dcmtk: None, tmp_path: Path) -> None:
+    """getscu and storescp write each C-STORE response in two pieces with Nagle on: the second
+    waits until the node acknowledges the first, and Linux delays that ACK (40 ms per
+    sub-operation) unless the node asks for it at once."""
+    keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": archive.uid["S5"]}
+    before = _delayed_acks()
+    result = getscu(archive.node.port, tmp_path / "get", keys)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "get").iterdir())) == BULK_INSTANCES
+    after_get = _delayed_acks()
+    move_port = free_port()
+    _add_peer(archive, "STORESCP", move_port)
+    result = movescu(archive.node.port, move_port, tmp_path / "moved", keys)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "moved").iterdir())) == BULK_INSTANCES
+    # One per sub-operation when the node's ACKs wait; a few from other traffic may count.
+    assert after_get - before < BULK_INSTANCES // 4
+    assert _delayed_acks() - after_get < BULK_INSTANCES // 4
