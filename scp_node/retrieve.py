@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from scp_node.errors import ServiceError
-from scp_node.imaging.blob import ReferenceFiles, decode_instance
+from scp_node.imaging.blob import ReferenceFiles, decode_instance, encapsulated_file
 from scp_node.imaging.codecs import SiteCodecs
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.imaging.encapsulation import (
@@ -86,6 +86,33 @@ def load_stored_file(
     if digest != instance.dataset_sha256:
         raise RetrieveError(f"{instance.sop_instance_uid}: SHA-256 differs from the one taken at ingest")
     return stored
+
+
+def file_to_send(
+    instance: Instance,
+    accepted: list[UID],
+    codecs: SiteCodecs,
+    reference_files: ReferenceFiles,
+    recent_files: RecentFiles,
+) -> tuple[bytes, UID]:
+    """The Part-10 file that goes to a peer which accepted `accepted` (preferred first), and its
+    syntax: the file as received where its syntax is accepted; the blob's own bitstreams where
+    the first accepted syntax is the one they code (nothing decoded or encoded); else the stored
+    file converted. RetrieveError where none of these can be made."""
+    if instance.blob_path and accepted and accepted[0].is_compressed:
+        passed = encapsulated_file(Path(instance.blob_path).read_bytes(), accepted[0], codecs)
+        if passed is not None:
+            data, rebuilt_sha256 = passed
+            # Native input: the blob rebuilds the received data set. Compressed input was
+            # decoded into it, its pixels verified when coded (as in load_stored_file).
+            received = UID(instance.transfer_syntax_uid)
+            if not received.is_compressed and rebuilt_sha256 != instance.dataset_sha256:
+                raise RetrieveError(f"{instance.sop_instance_uid}: the blob holds another data set")
+            return data, accepted[0]
+    stored = load_stored_file(instance, codecs, reference_files, recent_files)
+    if stored.as_received and stored.transfer_syntax in accepted:
+        return stored.data, stored.transfer_syntax
+    return converted_file(stored, accepted)
 
 
 def converted_file(stored: StoredFile, accepted: list[UID]) -> tuple[bytes, UID]:

@@ -38,7 +38,7 @@ from scp_node.handlers import status
 from scp_node.imaging.errors import ImagingError
 from scp_node.index.query import InvalidQuery
 from scp_node.index.repository import find_instance, instances_for_retrieve
-from scp_node.retrieve import RetrieveError, StoredFile, converted_file, load_stored_file
+from scp_node.retrieve import RetrieveError, file_to_send
 
 log = logging.getLogger(__name__)
 
@@ -130,45 +130,42 @@ class Outbound:
         self._assoc.send_c_store = self._send_c_store
 
     def dataset(self, sop_uid: str) -> FileToSend | CannotSend:
-        """The file as stored if the peer accepted its syntax, else converted; CannotSend on error."""
+        """The file as stored if the peer accepted its syntax, the blob's bitstreams if they are
+        the syntax it accepted, else converted; CannotSend on error."""
         try:
-            loaded = self._load(sop_uid)
+            prepared = self._prepare(sop_uid)
         except (RetrieveError, OSError, ImagingError) as exc:
-            log.error("retrieve: cannot produce %s: %s", sop_uid, exc)
-            return CannotSend(sop_uid)
-        if loaded is None:
-            log.warning("retrieve: %s vanished before it was sent", sop_uid)
-            return CannotSend(sop_uid)
-        stored, sop_class = loaded
-        # The syntax the instance came in first: a C-MOVE proposes it, and compressed input
-        # then goes back compressed as it came, not decoded.
-        accepted = sorted(self._accepted_syntaxes(sop_class), key=lambda ts: ts != stored.received_syntax)
-        if stored.as_received and stored.transfer_syntax in accepted:
-            return FileToSend(stored.data, sop_class, sop_uid)
-        try:
-            converted, _ = converted_file(stored, accepted)
-        except (RetrieveError, ImagingError) as exc:
             log.error("retrieve: %s not sent to %s: %s", sop_uid, self._assoc.remote["ae_title"], exc)
             return CannotSend(sop_uid)
-        return FileToSend(converted, sop_class, sop_uid)
+        if prepared is None:
+            log.warning("retrieve: %s vanished before it was sent", sop_uid)
+            return CannotSend(sop_uid)
+        data, sop_class = prepared
+        return FileToSend(data, sop_class, sop_uid)
 
-    def _load(self, sop_uid: str) -> tuple[StoredFile, str] | None:
-        """The stored file and its class; None when the instance is gone."""
+    def _prepare(self, sop_uid: str) -> tuple[bytes, str] | None:
+        """The file to send and its class; None when the instance is gone."""
         try:
-            return self._load_once(sop_uid)
+            return self._prepare_once(sop_uid)
         except FileNotFoundError:
             # The row named a spool file that its compress job (or a newer store) replaced
             # between the read and the open: the row now names the file that holds it.
-            return self._load_once(sop_uid)
+            return self._prepare_once(sop_uid)
 
-    def _load_once(self, sop_uid: str) -> tuple[StoredFile, str] | None:
+    def _prepare_once(self, sop_uid: str) -> tuple[bytes, str] | None:
         with self._context.sessions() as session:
             instance = find_instance(session, sop_uid)
             if instance is None:
                 return None
+            # The syntax the instance came in first: a C-MOVE proposes it, and compressed input
+            # then goes back compressed as it came, not decoded.
+            received = instance.transfer_syntax_uid
+            accepted = sorted(self._accepted_syntaxes(instance.sop_class_uid), key=lambda ts: ts != received)
             context = self._context
-            stored = load_stored_file(instance, context.codecs, context.instance_file, context.recent_files)
-            return stored, instance.sop_class_uid
+            data, _ = file_to_send(
+                instance, accepted, context.codecs, context.instance_file, context.recent_files
+            )
+            return data, instance.sop_class_uid
 
     def _accepted_syntaxes(self, sop_class: str) -> list[UID]:
         # as_scu: this node's side sends C-STORE on the context (as C-GET SCP or C-MOVE SCU).

@@ -32,12 +32,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels import pixel_array
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from scp_node.imaging.codecs import Codec, ImageDescription, SiteCodecs
+from scp_node.imaging.codecs.base import FrameCodec, frame_bitstreams
 from scp_node.imaging.dicom_layout import FileLayout, PixelFormat, read_layout
 from scp_node.imaging.errors import ImagingError
 from scp_node.imaging.pixels import (
@@ -181,6 +184,45 @@ def decode_instance(
     codecs: the node's (its site settings and loaded weights); None: the built-in settings.
     reference_files: where the file of a reference slice comes from (series-mode blobs)."""
     return _rebuild(blob, (codecs or SiteCodecs()).shared, reference_files)
+
+
+def encapsulated_file(blob: bytes, syntax: str, codecs: SiteCodecs | None = None) -> tuple[bytes, str] | None:
+    """The instance as a Part-10 file in `syntax` whose Pixel Data fragments are the blob's own
+    frame bitstreams, not decoded, and the SHA-256 of the data set the blob rebuilds (to check
+    against the one taken at ingest): where its codec writes `syntax`'s frames and they code the
+    pixel words themselves (one sample, no offset taken off, a decoder's sample width equal to
+    the words'); None otherwise (decode and convert instead). The bitstreams decoded to the
+    received pixels when the blob was verified, and the blob's checksum holds them unchanged."""
+    header, segments = unpack(blob)
+    if header["mode"] != "coded" or "reference_uid" in header:
+        return None
+    if header["transfer_syntax"] != ExplicitVRLittleEndian:  # the other elements go out as stored
+        return None
+    codec = (codecs or SiteCodecs()).shared(header["codec"], **header["codec_options"])
+    if not isinstance(codec, FrameCodec) or codec.dicom_syntax != syntax:
+        return None
+    fmt = PixelFormat(**header["pixel_format"])
+    mapping = SampleMapping(**header["mapping"])
+    desc = ImageDescription(**header["description"])
+    if fmt.samples != 1:
+        return None
+    if not (mapping.whole_words or (mapping.offset == 0 and not fmt.signed)):
+        return None
+    try:
+        frames = frame_bitstreams(segments["payload"])
+    except struct.error as exc:
+        raise BlobError(f"{header['codec']} payload has a damaged frame table") from exc
+    if any((codec.frame_precision(f, desc) > 8) != (fmt.bits_allocated > 8) for f in frames):
+        return None
+    meta = FileMetaDataset(dcmread(io.BytesIO(segments["meta"])).file_meta)
+    meta.TransferSyntaxUID = UID(syntax)
+    stream = io.BytesIO()
+    stream.write(segments["meta"][:132])  # preamble and 'DICM'
+    write_file_meta_info(stream, meta, enforce_standard=False)
+    pixel_header = struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00\xff\xff\xff\xff"
+    sequence_end = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    pixels = pixel_header + encapsulate(frames, has_bot=len(frames) > 1) + sequence_end
+    return stream.getvalue() + segments["head"] + pixels + segments["tail"], header["output_sha256"]
 
 
 def reference_uid(blob: bytes) -> str | None:

@@ -27,9 +27,18 @@ from pydicom.uid import (
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
+from scp_node import retrieve
 from scp_node.imaging.encapsulation import JPEGXLLossless, encode_pixel_data
 from scp_node.index.models import Instance
-from tests.support import RunningNode, getscu, pydicom_data_dir, pydicom_test_file, storescu
+from tests.support import (
+    RunningNode,
+    getscu,
+    make_config,
+    pydicom_data_dir,
+    pydicom_test_file,
+    start_node,
+    storescu,
+)
 
 
 @pytest.mark.dcmtk
@@ -302,3 +311,55 @@ def test_a_requester_offering_only_a_lossy_syntax_gets_already_lossy_instances_a
     (copy,) = received
     assert copy.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert (copy.pixel_array == lossy.pixel_array).all()
+
+
+@pytest.mark.parametrize(("codec", "syntax"), [("jpegls", JPEGLSLossless), ("jpegxl", JPEGXLLossless)])
+def test_a_requester_of_the_stored_codecs_syntax_gets_its_bitstreams_undecoded(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, codec: str, syntax: str
+) -> None:
+    """Unsigned one-sample images stored with JPEG-LS or JPEG XL go to a requester of that
+    syntax as the blob's frames: nothing is decoded or encoded again, and the pixels are the
+    received ones. A signed CT (coded minus its minimum) is decoded and encoded instead."""
+    node = start_node(make_config(tmp_path, database_url, **{"compression.default_codec": codec}))
+    try:
+        sources = [
+            dcmread(pydicom_test_file(name)) for name in ("emri_small.dcm", "MR2_J2KR.dcm", "CT_small.dcm")
+        ]
+        _store_as_they_are(node, sources)
+        loaded: list[str] = []
+        load_stored_file = retrieve.load_stored_file
+        monkeypatch.setattr(
+            retrieve,
+            "load_stored_file",
+            lambda i, *rest: loaded.append(i.sop_instance_uid) or load_stored_file(i, *rest),
+        )
+        for source in sources:
+            statuses, received = _get_study(
+                node.port, source.StudyInstanceUID, {source.SOPClassUID: [[syntax]]}
+            )
+            assert statuses[-1] == 0x0000, (source.filename, [hex(code) for code in statuses])
+            (copy,) = [ds for ds in received if ds.SOPInstanceUID == source.SOPInstanceUID]
+            assert copy.file_meta.TransferSyntaxUID == syntax
+            assert (_words(copy) == _words(source)).all(), source.filename
+            if syntax == JPEGLSLossless:  # a second decoder: dcmtk's
+                assert (_dcmtk_decoded(copy, tmp_path) == source.pixel_array).all(), source.filename
+        assert loaded == [sources[2].SOPInstanceUID]
+        with node.context.sessions() as session:  # a blob that is not of the data set received
+            session.query(Instance).filter_by(sop_instance_uid=sources[0].SOPInstanceUID).update(
+                {"dataset_sha256": "0" * 64}
+            )
+            session.commit()
+        statuses, received = _get_study(
+            node.port, sources[0].StudyInstanceUID, {sources[0].SOPClassUID: [[syntax]]}
+        )
+        assert (statuses[-1], received) == (0xA702, [])
+    finally:
+        node.stop()
+
+
+def _dcmtk_decoded(ds: Dataset, tmp_path: Path) -> np.ndarray:
+    encoded, decoded = tmp_path / "jpeg-ls.dcm", tmp_path / "decoded.dcm"
+    ds.save_as(encoded, enforce_file_format=True)
+    result = subprocess.run(["dcmdjpls", str(encoded), str(decoded)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return dcmread(decoded).pixel_array

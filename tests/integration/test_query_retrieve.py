@@ -33,7 +33,6 @@ from pynetdicom.sop_class import (
 
 from scp_node import retrieve
 from scp_node.context import NodeContext
-from scp_node.handlers import outbound
 from scp_node.handlers.find import RelationalQueries, handle_find
 from scp_node.handlers.outbound import matching_instances
 from scp_node.imaging.dicom_layout import dataset_offset
@@ -669,14 +668,14 @@ def test_retrieve_follows_an_instance_its_compress_job_moved(
         source = pydicom_test_file("CT_small.dcm")
         assert storescu(node.port, [source]).returncode == 0
         uid = str(dcmread(source).SOPInstanceUID)
-        load = outbound.load_stored_file
+        load = retrieve.load_stored_file
 
         def compressed_meanwhile(instance: Instance, *args: object) -> object:
-            monkeypatch.setattr(outbound, "load_stored_file", load)
+            monkeypatch.setattr(retrieve, "load_stored_file", load)
             assert jobs.compress_instance(node.context, uid) == "jpegxl"
             return load(instance, *args)
 
-        monkeypatch.setattr(outbound, "load_stored_file", compressed_meanwhile)
+        monkeypatch.setattr(retrieve, "load_stored_file", compressed_meanwhile)
         result = getscu(node.port, tmp_path / "got", {"QueryRetrieveLevel": "IMAGE", **_keys(source)})
         assert result.returncode == 0, result.stderr
         (got,) = (tmp_path / "got").iterdir()

@@ -8,11 +8,19 @@ import io
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
-from scp_node.imaging.blob import BlobError, decode_instance, encode_instance, extract_samples
+from scp_node.imaging.blob import (
+    BlobError,
+    decode_instance,
+    encapsulated_file,
+    encode_instance,
+    extract_samples,
+)
 from scp_node.imaging.codecs import ImageDescription, SiteCodecs, create_codec, lossless_codecs
 from scp_node.imaging.codecs.base import CodecError
 from scp_node.imaging.dicom_layout import PixelFormat, dataset_offset
+from scp_node.imaging.encapsulation import JPEGXLLossless, decompress
 from scp_node.imaging.pixels import samples_from_words, words_from_samples
 from tests.support import pydicom_data_dir, pydicom_test_file
 from workers.jobs import encode_verified
@@ -140,3 +148,56 @@ def test_multi_frame_with_a_dark_frame(codec_name: str) -> None:
     desc = ImageDescription(2, desc.rows, desc.columns, 1, 12)
     codec = create_codec(codec_name)
     assert np.array_equal(codec.decode(codec.encode(frames, desc), desc), frames)
+
+
+def _decoded_pixels(data: bytes) -> np.ndarray:
+    """Pixels as a DICOM reader gets them from a Part-10 file (JPEG XL through the node's
+    decoder: pydicom does not know that syntax yet)."""
+    ds = dcmread(io.BytesIO(data))
+    decompress(ds)
+    return ds.pixel_array
+
+
+@pytest.mark.parametrize(("codec_name", "syntax"), [("jpegls", JPEGLSLossless), ("jpegxl", JPEGXLLossless)])
+@pytest.mark.parametrize("name", ["emri_small.dcm", "OBXXXX1A.dcm", "MR2_J2KR.dcm"])
+def test_blob_bitstreams_go_out_in_that_syntax(codec_name: str, syntax: str, name: str) -> None:
+    """Unsigned one-sample images (12-bit multi-frame, 8-bit palette, compressed input): the blob's own
+    frame bitstreams are a file in the codec's DICOM syntax with the received pixels."""
+    original = pydicom_test_file(name).read_bytes()
+    encoded = encode_instance(original, create_codec(codec_name))
+    passed = encapsulated_file(encoded.blob, syntax)
+    assert passed is not None
+    data, digest = passed
+    assert digest == hashlib.sha256(encoded.rebuilt.dataset_bytes).hexdigest()
+    ds = dcmread(io.BytesIO(data))
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert ds.SOPInstanceUID == dcmread(io.BytesIO(original)).SOPInstanceUID
+    assert np.array_equal(_decoded_pixels(data), dcmread(io.BytesIO(original)).pixel_array)
+    assert encapsulated_file(encoded.blob, JPEG2000Lossless) is None  # not the syntax it codes
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("CT_small.dcm", "signed: coded as values minus their minimum, not as the words"),
+        ("SC_rgb.dcm", "three samples"),
+        ("MR_small_implicit.dcm", "elements stored in Implicit VR"),
+    ],
+)
+def test_blob_bitstreams_that_are_not_the_pixel_words_are_decoded_instead(name: str, why: str) -> None:
+    encoded = encode_instance(pydicom_test_file(name).read_bytes(), create_codec("jpegls"))
+    assert encapsulated_file(encoded.blob, JPEGLSLossless) is None, why
+
+
+def test_a_jpeg_ls_frame_coded_with_8_bit_samples_in_a_16_bit_image_is_decoded_instead() -> None:
+    """CharLS codes a 16-bit frame whose values fit in 8 bits with 8-bit samples; a reader of
+    16-bit Pixel Data would get bytes, not words."""
+    ds = dcmread(pydicom_test_file("emri_small.dcm"))
+    words = ds.pixel_array.copy()
+    words[3] = np.minimum(words[3], 200)  # one dark frame
+    ds.PixelData = words.astype("<u2").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    encoded = encode_instance(buffer.getvalue(), create_codec("jpegls"))
+    assert encapsulated_file(encoded.blob, JPEGLSLossless) is None
+    assert encapsulated_file(encode_instance(buffer.getvalue(), create_codec("jpegxl")).blob, JPEGXLLossless)

@@ -109,6 +109,13 @@ class FrameCodec(Codec):
 
     # What the wrapped library raises on data it refuses; raised on as CodecError.
     library_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    # The DICOM transfer syntax whose Pixel Data fragments are this codec's frame bitstreams
+    # (where the samples are the pixel words themselves); None where no syntax takes them.
+    dicom_syntax: ClassVar[str | None] = None
+
+    def frame_precision(self, stream: bytes, desc: ImageDescription) -> int:
+        """Bits per sample that a decoder of `stream` gives (its array's width follows)."""
+        return desc.bit_depth
 
     @abstractmethod
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
@@ -126,14 +133,9 @@ class FrameCodec(Codec):
     def decode(self, payload: bytes, desc: ImageDescription) -> np.ndarray:
         # A damaged payload shows as a bad frame table or frames of the wrong size, too.
         with self._translated_errors("decode", struct.error, ValueError):
-            (count,) = struct.unpack_from("<I", payload)
-            lengths = struct.unpack_from(f"<{count}Q", payload, 4)
-            offset = 4 + 8 * count
             out = np.empty(desc.shape, desc.dtype)
-            for index, length in enumerate(lengths):
-                frame = self.decode_frame(payload[offset : offset + length], desc)
-                out[index] = frame.reshape(desc.rows, desc.columns, desc.samples)
-                offset += length
+            for index, stream in enumerate(frame_bitstreams(payload)):
+                out[index] = self.decode_frame(stream, desc).reshape(desc.rows, desc.columns, desc.samples)
         return out
 
     @contextmanager
@@ -142,6 +144,17 @@ class FrameCodec(Codec):
             yield
         except (*self.library_errors, *more) as exc:
             raise CodecError(f"{self.name} cannot {action}: {exc}") from exc
+
+
+def frame_bitstreams(payload: bytes) -> list[bytes]:
+    """The frames' bitstreams of a FrameCodec payload; struct.error where its table is damaged."""
+    (count,) = struct.unpack_from("<I", payload)
+    lengths = struct.unpack_from(f"<{count}Q", payload, 4)
+    offset, streams = 4 + 8 * count, []
+    for length in lengths:
+        streams.append(payload[offset : offset + length])
+        offset += length
+    return streams
 
 
 def squeeze_samples(frame: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ class JpegLsCodec(FrameCodec):
     name = "jpegls"
     available = True
     library_errors = (RuntimeError, ValueError)  # what pyjpegls raises for CharLS's errors
+    dicom_syntax = "1.2.840.10008.1.2.4.80"  # JPEG-LS Lossless
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         # pyjpegls takes the bit depth from the frame's maximum: a 16-bit frame whose values
@@ -33,6 +34,12 @@ class JpegLsCodec(FrameCodec):
     def decode_frame(self, data: bytes, desc: ImageDescription) -> np.ndarray:
         return jpeg_ls.decode(np.frombuffer(data, np.uint8))
 
+    def frame_precision(self, stream: bytes, desc: ImageDescription) -> int:
+        """P of the frame header (SOF55, ITU-T T.87 C.2.2): a frame of small values is coded
+        with 8-bit samples even in a 16-bit image (see encode_frame)."""
+        start = stream.find(b"\xff\xf7")
+        return stream[start + 4] if start >= 0 and start + 4 < len(stream) else 0
+
 
 class JpegXlCodec(FrameCodec):
     """Lossless JPEG XL; option `effort` (1-9, default 7) trades encode time for size."""
@@ -40,6 +47,7 @@ class JpegXlCodec(FrameCodec):
     name = "jpegxl"
     available = bool(imagecodecs.JPEGXL.available)
     library_errors = (imagecodecs.JpegxlError,)
+    dicom_syntax = "1.2.840.10008.1.2.4.110"  # JPEG XL Lossless
 
     def encode_frame(self, frame: np.ndarray, bit_depth: int) -> bytes:
         return bytes(
