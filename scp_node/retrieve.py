@@ -41,6 +41,10 @@ class RetrieveError(ServiceError):
     """The instance cannot be produced, or not in any syntax the requester accepted."""
 
 
+class NotConvertible(RetrieveError):
+    """The instance is readable, but the node writes it in none of the syntaxes asked for."""
+
+
 @dataclass(frozen=True)
 class StoredFile:
     data: bytes
@@ -95,10 +99,9 @@ def file_to_send(
     reference_files: ReferenceFiles,
     recent_files: RecentFiles,
 ) -> tuple[bytes, UID]:
-    """The Part-10 file that goes to a peer which accepted `accepted` (preferred first), and its
-    syntax: the file as received where its syntax is accepted; the blob's own bitstreams where
-    the first accepted syntax is the one they code (nothing decoded or encoded); else the stored
-    file converted. RetrieveError where none of these can be made."""
+    """The Part-10 file for a peer that accepts `accepted` (preferred first), and its syntax: the
+    blob's own bitstreams where the first syntax is the one they code (nothing decoded or
+    encoded); else as `stored_or_converted`. RetrieveError where none of these can be made."""
     if instance.blob_path and accepted and accepted[0].is_compressed:
         passed = encapsulated_file(Path(instance.blob_path).read_bytes(), accepted[0], codecs)
         if passed is not None:
@@ -109,8 +112,12 @@ def file_to_send(
             if not received.is_compressed and rebuilt_sha256 != instance.dataset_sha256:
                 raise RetrieveError(f"{instance.sop_instance_uid}: the blob holds another data set")
             return data, accepted[0]
-    stored = load_stored_file(instance, codecs, reference_files, recent_files)
-    if stored.as_received and stored.transfer_syntax in accepted:
+    return stored_or_converted(load_stored_file(instance, codecs, reference_files, recent_files), accepted)
+
+
+def stored_or_converted(stored: StoredFile, accepted: list[UID]) -> tuple[bytes, UID]:
+    """The file as received where its syntax is the first accepted, else converted."""
+    if stored.as_received and accepted and stored.transfer_syntax == accepted[0]:
         return stored.data, stored.transfer_syntax
     return converted_file(stored, accepted)
 
@@ -137,7 +144,7 @@ def converted_file(stored: StoredFile, accepted: list[UID]) -> tuple[bytes, UID]
             return _part_10(ds, syntax), syntax
     names = ", ".join(UID(s).name for s in accepted) or "none"
     reasons = f": {'; '.join(refusals)}" if refusals else ""
-    raise RetrieveError(f"cannot convert {stored.transfer_syntax.name} to any of {names}{reasons}")
+    raise NotConvertible(f"cannot convert {stored.transfer_syntax.name} to any of {names}{reasons}")
 
 
 def _part_10(ds: Dataset, syntax: UID) -> bytes:

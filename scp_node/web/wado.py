@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -23,11 +24,19 @@ from scp_node.imaging.errors import ImagingError
 from scp_node.index.models import Instance
 from scp_node.index.repository import find_instance, instances_for_retrieve
 from scp_node.negotiation import UNCOMPRESSED
-from scp_node.retrieve import RetrieveError, StoredFile, converted_file, load_stored_file
+from scp_node.retrieve import (
+    NotConvertible,
+    RetrieveError,
+    StoredFile,
+    file_to_send,
+    load_stored_file,
+    stored_or_converted,
+)
 from scp_node.web.errors import HttpProblem
 from scp_node.web.multipart import MediaType, covers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ANY_SYNTAX = "*"
 
@@ -95,33 +104,52 @@ def syntax_choices(requested: list[str | None], received: UID) -> list[UID]:
 def load(instance: Instance, context: NodeContext) -> StoredFile:
     """The stored file, digest-checked; 404 when the instance went meanwhile, 500 when it cannot
     be read (logged)."""
+    return _from_current_row(
+        instance,
+        context,
+        lambda row: load_stored_file(row, context.codecs, context.instance_file, context.recent_files),
+    )
+
+
+def instance_file(instance: Instance, context: NodeContext, choices: list[UID]) -> tuple[bytes, UID]:
+    """The instance as a Part-10 file in the first choice the node can produce, and its syntax,
+    as C-GET sends it (`file_to_send`: a stored JPEG-LS / JPEG XL blob's frames go out as they
+    are where that syntax is asked for first); 406 when none can be."""
+    return _from_current_row(
+        instance,
+        context,
+        lambda row: file_to_send(row, choices, context.codecs, context.instance_file, context.recent_files),
+    )
+
+
+def _from_current_row(instance: Instance, context: NodeContext, produce: Callable[[Instance], T]) -> T:
+    """`produce` from the instance's row as it is now (the listing that named it may be older)."""
     uid = instance.sop_instance_uid
     try:
         try:
-            return _load_current(uid, context)
+            return _produce_current(uid, context, produce)
         except FileNotFoundError:  # a compress job replaced the file after the row was read
-            return _load_current(uid, context)
+            return _produce_current(uid, context, produce)
+    except NotConvertible as exc:
+        raise HttpProblem(406, str(exc)) from exc
     except (RetrieveError, ImagingError, OSError) as exc:
         log.error("WADO-RS: %s cannot be read: %s", uid, exc)
         raise HttpProblem(500, f"instance {uid} cannot be read: {exc}") from exc
 
 
-def _load_current(uid: str, context: NodeContext) -> StoredFile:
-    """Load from the row as it is now (the listing that named the instance may be older)."""
+def _produce_current(uid: str, context: NodeContext, produce: Callable[[Instance], T]) -> T:
     with context.sessions() as session:
         current = find_instance(session, uid)
         if current is None:
             raise HttpProblem(404, f"instance {uid} is no longer stored")
-        return load_stored_file(current, context.codecs, context.instance_file, context.recent_files)
+        return produce(current)
 
 
 def part_10(stored: StoredFile, choices: list[UID]) -> tuple[bytes, UID]:
-    """The instance as a Part-10 file in the first choice the node can produce, and its syntax:
-    the received bytes unchanged where they are what was asked for; 406 when none can be."""
-    if stored.as_received and stored.transfer_syntax == choices[0]:
-        return stored.data, stored.transfer_syntax
+    """The loaded file in the first choice the node can produce, and its syntax: the received
+    bytes unchanged where they are what was asked for; 406 when none can be."""
     try:
-        return converted_file(stored, choices)
+        return stored_or_converted(stored, choices)
     except RetrieveError as exc:
         raise HttpProblem(406, str(exc)) from exc
     except ImagingError as exc:
@@ -135,8 +163,8 @@ def instance_parts(
     produced are logged and left out: the response has started by then."""
     for index, instance in enumerate(instances):
         try:
-            stored = load(instance, context)
-            data, syntax = part_10(stored, syntax_choices(requested, UID(instance.transfer_syntax_uid)))
+            choices = syntax_choices(requested, UID(instance.transfer_syntax_uid))
+            data, syntax = instance_file(instance, context, choices)
         except HttpProblem as exc:
             if index == 0:
                 raise

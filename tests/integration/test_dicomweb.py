@@ -33,6 +33,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import func, select
 
+from scp_node import retrieve
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from scp_node.web.auth import hash_password, new_token
@@ -512,5 +513,39 @@ def test_http_tls_serves_https_with_the_dicom_certificate(tmp_path: Path) -> Non
         assert requests.get(f"https://localhost:{port}/healthz", verify=str(cert)).status_code == 200
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://localhost:{port}/healthz", timeout=5)
+    finally:
+        node.stop()
+
+
+def test_wado_sends_a_stored_jpeg_ls_blobs_frames_to_who_asks_for_jpeg_ls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As C-GET: an unsigned image stored with JPEG-LS goes out as the blob's own frames when
+    JPEG-LS is asked for first, nothing decoded; the received bytes when no syntax is asked for."""
+    node = _open_node(tmp_path, ["get", "store"], **{"compression.default_codec": "jpegls"})
+    try:
+        (ds,) = _datasets("emri_small.dcm")
+        DICOMwebClient(f"{_url(node)}/dicom-web").store_instances([ds])
+        node.wait_for_jobs()
+        loaded: list[str] = []
+        load_stored_file = retrieve.load_stored_file
+        monkeypatch.setattr(
+            retrieve,
+            "load_stored_file",
+            lambda i, *rest: loaded.append(i.sop_instance_uid) or load_stored_file(i, *rest),
+        )
+        url = (
+            f"{_url(node)}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}"
+        )
+        answer = requests.get(url, headers={"Accept": f"{DICOM_IN}; transfer-syntax={JPEG_LS_LOSSLESS}"})
+        assert answer.status_code == 200, answer.text
+        copy = dcmread(io.BytesIO(_parts(answer)[0]))
+        assert copy.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
+        assert np.array_equal(copy.pixel_array, ds.pixel_array)
+        assert loaded == []
+        (part,) = _parts(requests.get(url, headers={"Accept": DICOM_IN}))
+        assert hashlib.sha256(part[dataset_offset(part) :]).hexdigest() == _sent_digest(ds)
+        assert loaded == [ds.SOPInstanceUID]
     finally:
         node.stop()
