@@ -33,11 +33,17 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from sqlalchemy import func, select
 
-from scp_node import retrieve
 from scp_node.imaging.dicom_layout import dataset_offset
 from scp_node.index.models import Instance
 from scp_node.web.auth import hash_password, new_token
-from tests.support import RunningNode, free_port, make_config, pydicom_test_file, start_node
+from tests.support import (
+    RunningNode,
+    free_port,
+    make_config,
+    pydicom_test_file,
+    record_stored_file_loads,
+    start_node,
+)
 
 ADMIN, PASSWORD = "admin", "correct horse"
 TOKEN, TOKEN_SHA256 = new_token()
@@ -527,13 +533,7 @@ def test_wado_sends_a_stored_jpeg_ls_blobs_frames_to_who_asks_for_jpeg_ls(
         (ds,) = _datasets("emri_small.dcm")
         DICOMwebClient(f"{_url(node)}/dicom-web").store_instances([ds])
         node.wait_for_jobs()
-        loaded: list[str] = []
-        load_stored_file = retrieve.load_stored_file
-        monkeypatch.setattr(
-            retrieve,
-            "load_stored_file",
-            lambda i, *rest: loaded.append(i.sop_instance_uid) or load_stored_file(i, *rest),
-        )
+        loaded = record_stored_file_loads(monkeypatch)
         url = (
             f"{_url(node)}/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}"

@@ -27,7 +27,6 @@ from pydicom.uid import (
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
-from scp_node import retrieve
 from scp_node.imaging.encapsulation import JPEGXLLossless, encode_pixel_data
 from scp_node.index.models import Instance
 from tests.support import (
@@ -36,6 +35,7 @@ from tests.support import (
     make_config,
     pydicom_data_dir,
     pydicom_test_file,
+    record_stored_file_loads,
     start_node,
     storescu,
 )
@@ -326,13 +326,7 @@ def test_a_requester_of_the_stored_codecs_syntax_gets_its_bitstreams_undecoded(
             dcmread(pydicom_test_file(name)) for name in ("emri_small.dcm", "MR2_J2KR.dcm", "CT_small.dcm")
         ]
         _store_as_they_are(node, sources)
-        loaded: list[str] = []
-        load_stored_file = retrieve.load_stored_file
-        monkeypatch.setattr(
-            retrieve,
-            "load_stored_file",
-            lambda i, *rest: loaded.append(i.sop_instance_uid) or load_stored_file(i, *rest),
-        )
+        loaded = record_stored_file_loads(monkeypatch)
         for source in sources:
             statuses, received = _get_study(
                 node.port, source.StudyInstanceUID, {source.SOPClassUID: [[syntax]]}

@@ -22,8 +22,11 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import create_engine, text
 
+from scp_node import retrieve
 from scp_node.config import NodeConfig, load_config
 from scp_node.context import NodeContext
+from scp_node.index.models import Instance
+from scp_node.retrieve import StoredFile
 from scp_node.server import start
 from scp_node.web.server import HttpServer
 from workers.queue import InProcessQueue, JobQueue
@@ -325,3 +328,17 @@ class NodeProcess:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def record_stored_file_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SOP Instance UIDs whose stored file retrieval loads (rebuilding blobs) from now on,
+    in order: an instance sent without it went out as its blob's own bitstreams."""
+    loaded: list[str] = []
+    load_stored_file = retrieve.load_stored_file
+
+    def recording(instance: Instance, *rest: object) -> StoredFile:
+        loaded.append(instance.sop_instance_uid)
+        return load_stored_file(instance, *rest)
+
+    monkeypatch.setattr(retrieve, "load_stored_file", recording)
+    return loaded
