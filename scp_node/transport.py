@@ -23,6 +23,12 @@ PDUs is 32 such hand-overs, and on a small machine the encoding thread and the r
 turns with the interpreter lock: the slice waited on that, not on the network. So a message's
 PDUs are encoded together (the same PDUs, byte for byte) and the reactor writes them in one
 turn; pynetdicom's DEBUG log describes no P-DATA-TF PDU it sends, so it shows the same lines.
+
+Last, pynetdicom's send_*() pauses its association's reactor before it sends and waits for the
+response; a reactor that had just passed its pause point polled the queue all the same and could
+take the response as an "unexpected" message, leaving the sender to time out and abort
+(pynetdicom issue 875; seen in CI). The reactor's poll leaves the queue alone while it is paused,
+for every association in the process: the node's inbound and outbound ones and its clients'.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from functools import partial
 from pynetdicom import evt, fsm
 from pynetdicom._handlers import standard_pdu_recv_handler, standard_pdu_sent_handler
 from pynetdicom.association import Association
-from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
+from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import DimsePrimitiveType
 from pynetdicom.dul import DULServiceProvider
@@ -117,4 +123,19 @@ def _send_p_data(dul: DULServiceProvider) -> str:
     return "Sta6"
 
 
+def _get_msg_unless_paused(
+    dimse: DIMSEServiceProvider, block: bool = False
+) -> tuple[int | None, DIMSEMessage | None]:
+    """DIMSEServiceProvider.get_msg, whose only non-blocking caller is the association's reactor.
+    The queue is looked at before the pause: a sender pauses before it sends, so a response
+    found there while the reactor is paused is the sender's."""
+    if not block:
+        _, message = dimse.peek_msg()
+        if message is None or not dimse.assoc._reactor_checkpoint.is_set():
+            return None, None
+    return _pynetdicom_get_msg(dimse, block)
+
+
+_pynetdicom_get_msg = DIMSEServiceProvider.get_msg
+DIMSEServiceProvider.get_msg = _get_msg_unless_paused
 fsm.ACTIONS["DT-1"] = (fsm.ACTIONS["DT-1"][0], _send_p_data, "Sta6")

@@ -1,19 +1,24 @@
 """A message sent in one write is the same PDUs, byte for byte, that pynetdicom sends one by one,
-for data sets given as bytes or as a file, at the PDU sizes peers ask for."""
+for data sets given as bytes or as a file, at the PDU sizes peers ask for; a response reaches the
+send_*() call that waits for it."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
+from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.sop_class import Verification
 
 from scp_node.transport import encoded_pdus
 from tests.support import pydicom_test_file
@@ -68,3 +73,54 @@ def _pdu_offsets(stream: bytes) -> list[int]:
         offsets.append(at)
         at += 6 + int.from_bytes(stream[at + 2 : at + 6], "big")
     return offsets
+
+
+class _ReactorWakingLate(threading.Event):
+    """An association's reactor checkpoint whose reactor, once past it, is held until a sender
+    has paused it and its response is on the queue: the reactor thread did not run while the
+    sender's exchange went by (pynetdicom issue 875)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+        self.passed = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        was_set = self.is_set()
+        result = super().wait(timeout)
+        if was_set:
+            self.passed.set()
+            deadline = time.monotonic() + 5
+            while self.is_set() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(0.1)  # the response arrives
+        return result
+
+
+def test_a_response_goes_to_its_sender_when_the_reactor_polls_late() -> None:
+    """pynetdicom's send_*() pauses its association's reactor, sends and waits for the response;
+    a reactor already past its pause took the response off the queue as an "unexpected" message
+    and the sender timed out (seen in CI: a C-ECHO after two C-STOREs came back empty). Loading
+    scp_node.transport mends that for every association in the process."""
+    scp = AE(ae_title="PEER")
+    scp.add_supported_context(Verification)
+    server = scp.start_server(("127.0.0.1", 0), block=False)
+    try:
+        scu = AE(ae_title="SCU")
+        scu.add_requested_context(Verification)
+        scu.dimse_timeout = 2
+        assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="PEER")
+        assert assoc.is_established
+        poll = assoc.dimse.get_msg
+        assoc.dimse.get_msg = lambda block=False: (time.sleep(0.3 if block else 0), poll(block))[1]
+        checkpoint = _ReactorWakingLate()
+        assoc._reactor_checkpoint = checkpoint
+        try:
+            for message_id in (1, 2):
+                assert checkpoint.passed.wait(5)
+                checkpoint.passed.clear()
+                assert assoc.send_c_echo(msg_id=message_id).get("Status") == 0x0000
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
