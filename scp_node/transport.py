@@ -29,6 +29,9 @@ response; a reactor that had just passed its pause point polled the queue all th
 take the response as an "unexpected" message, leaving the sender to time out and abort
 (pynetdicom issue 875; seen in CI). The reactor's poll leaves the queue alone while it is paused,
 for every association in the process: the node's inbound and outbound ones and its clients'.
+A message on a presentation context the association did not accept made pynetdicom's reactor
+thread die on a KeyError, leaving the peer to time out; the peer now gets an A-ABORT, and the
+log a line naming it and the context.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
 
+LOGGER = logging.getLogger(__name__)
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -123,6 +127,27 @@ def _send_p_data(dul: DULServiceProvider) -> str:
     return "Sta6"
 
 
+def _receive_p_data(dul: DULServiceProvider) -> str:
+    """State-machine action DT-2 (Sta6 + Evt10): pynetdicom's, unless the P-DATA-TF PDU uses a
+    presentation context the association did not accept; then AA-8, the upper layer's abort
+    for a protocol error (A-ABORT to the peer, A-P-ABORT to the association)."""
+    pdu = dul._recv_pdu.queue[0]
+    contexts = {item.presentation_context_id for item in pdu.presentation_data_value_items}
+    unaccepted = sorted(contexts - dul.assoc._accepted_cx.keys())
+    if not unaccepted:
+        return fsm.DT_2(dul)
+    dul._recv_pdu.get(False)
+    peer = dul.assoc.requestor if dul.assoc.is_acceptor else dul.assoc.acceptor
+    LOGGER.warning(
+        "%s (%s) sent a message on presentation context %s, which the association did not "
+        "accept: association aborted",
+        peer.ae_title,
+        peer.address,
+        ", ".join(map(str, unaccepted)),
+    )
+    return fsm.AA_8(dul)
+
+
 def _get_msg_unless_paused(
     dimse: DIMSEServiceProvider, block: bool = False
 ) -> tuple[int | None, DIMSEMessage | None]:
@@ -139,3 +164,4 @@ def _get_msg_unless_paused(
 _pynetdicom_get_msg = DIMSEServiceProvider.get_msg
 DIMSEServiceProvider.get_msg = _get_msg_unless_paused
 fsm.ACTIONS["DT-1"] = (fsm.ACTIONS["DT-1"][0], _send_p_data, "Sta6")
+fsm.ACTIONS["DT-2"] = (fsm.ACTIONS["DT-2"][0], _receive_p_data, "Sta6")
