@@ -11,7 +11,7 @@ import io
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -752,22 +752,39 @@ def _delayed_acks() -> int:
     raise AssertionError("no TcpExt line in /proc/net/netstat")
 
 
+def _fewest_delayed_acks(retrieve_into: Callable[[Path], None], tmp_path: Path, attempts: int = 3) -> int:
+    """The fewest delayed ACKs counted over up to `attempts` retrievals: the counter is the
+    machine's, and the other test worker's traffic adds to it in bursts. Held ACKs add one
+    per sub-operation to every attempt."""
+    fewest = None
+    for attempt in range(attempts):
+        before = _delayed_acks()
+        retrieve_into(tmp_path / str(attempt))
+        counted = _delayed_acks() - before
+        fewest = counted if fewest is None else min(fewest, counted)
+        if fewest < BULK_INSTANCES // 4:
+            break
+    return fewest
+
+
 @pytest.mark.skipif(not Path("/proc/net/netstat").is_file(), reason="counts delayed ACKs the Linux way")
 def test_dcmtk_retrieval_is_not_held_by_delayed_acks(archive: Archive, dcmtk: None, tmp_path: Path) -> None:
     """getscu and storescp write each C-STORE response in two pieces with Nagle on: the second
     waits until the node acknowledges the first, and Linux delays that ACK (40 ms per
     sub-operation) unless the node asks for it at once."""
     keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": archive.uid["S5"]}
-    before = _delayed_acks()
-    result = getscu(archive.node.port, tmp_path / "get", keys)
-    assert result.returncode == 0, result.stderr
-    assert len(list((tmp_path / "get").iterdir())) == BULK_INSTANCES
-    after_get = _delayed_acks()
     move_port = free_port()
     _add_peer(archive, "STORESCP", move_port)
-    result = movescu(archive.node.port, move_port, tmp_path / "moved", keys)
-    assert result.returncode == 0, result.stderr
-    assert len(list((tmp_path / "moved").iterdir())) == BULK_INSTANCES
-    # One per sub-operation when the node's ACKs wait; a few from other traffic may count.
-    assert after_get - before < BULK_INSTANCES // 4
-    assert _delayed_acks() - after_get < BULK_INSTANCES // 4
+
+    def get_into(folder: Path) -> None:
+        result = getscu(archive.node.port, folder, keys)
+        assert result.returncode == 0, result.stderr
+        assert len(list(folder.iterdir())) == BULK_INSTANCES
+
+    def move_into(folder: Path) -> None:
+        result = movescu(archive.node.port, move_port, folder, keys)
+        assert result.returncode == 0, result.stderr
+        assert len(list(folder.iterdir())) == BULK_INSTANCES
+
+    assert _fewest_delayed_acks(get_into, tmp_path / "get") < BULK_INSTANCES // 4
+    assert _fewest_delayed_acks(move_into, tmp_path / "moved") < BULK_INSTANCES // 4
