@@ -752,19 +752,21 @@ def _delayed_acks() -> int:
     raise AssertionError("no TcpExt line in /proc/net/netstat")
 
 
+_FEW_DELAYED_ACKS = BULK_INSTANCES // 4  # held ACKs add one per sub-operation
+
+
 def _fewest_delayed_acks(retrieve_into: Callable[[Path], None], tmp_path: Path, attempts: int = 3) -> int:
     """The fewest delayed ACKs counted over up to `attempts` retrievals: the counter is the
-    machine's, and the other test worker's traffic adds to it in bursts. Held ACKs add one
-    per sub-operation to every attempt."""
-    fewest = None
+    machine's, and the other test worker's traffic adds to it in bursts; held ACKs add to
+    every attempt."""
+    counts = []
     for attempt in range(attempts):
         before = _delayed_acks()
         retrieve_into(tmp_path / str(attempt))
-        counted = _delayed_acks() - before
-        fewest = counted if fewest is None else min(fewest, counted)
-        if fewest < BULK_INSTANCES // 4:
+        counts.append(_delayed_acks() - before)
+        if counts[-1] < _FEW_DELAYED_ACKS:
             break
-    return fewest
+    return min(counts)
 
 
 @pytest.mark.skipif(not Path("/proc/net/netstat").is_file(), reason="counts delayed ACKs the Linux way")
@@ -786,5 +788,5 @@ def test_dcmtk_retrieval_is_not_held_by_delayed_acks(archive: Archive, dcmtk: No
         assert result.returncode == 0, result.stderr
         assert len(list(folder.iterdir())) == BULK_INSTANCES
 
-    assert _fewest_delayed_acks(get_into, tmp_path / "get") < BULK_INSTANCES // 4
-    assert _fewest_delayed_acks(move_into, tmp_path / "moved") < BULK_INSTANCES // 4
+    assert _fewest_delayed_acks(get_into, tmp_path / "get") < _FEW_DELAYED_ACKS
+    assert _fewest_delayed_acks(move_into, tmp_path / "moved") < _FEW_DELAYED_ACKS

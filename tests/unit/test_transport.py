@@ -111,8 +111,14 @@ def test_a_response_goes_to_its_sender_when_the_reactor_polls_late() -> None:
         scu.dimse_timeout = 2
         assoc = scu.associate("127.0.0.1", server.server_address[1], ae_title="PEER")
         assert assoc.is_established
-        poll = assoc.dimse.get_msg
-        assoc.dimse.get_msg = lambda block=False: (time.sleep(0.3 if block else 0), poll(block))[1]
+        get_msg = assoc.dimse.get_msg
+
+        def sender_scheduled_late(block: bool = False) -> tuple:
+            if block:  # the sender's wait, not the reactor's poll
+                time.sleep(0.3)
+            return get_msg(block)
+
+        assoc.dimse.get_msg = sender_scheduled_late
         checkpoint = _ReactorWakingLate()
         assoc._reactor_checkpoint = checkpoint
         try:
