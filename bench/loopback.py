@@ -8,6 +8,9 @@ Used by `bench.network` and by the tests that run Orthanc as a peer.
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -67,10 +70,42 @@ def build_bind_shim(workdir: Path) -> Path:
     return library
 
 
+LOWEST_PORT = 10000
+_ports_tried = itertools.count(random.randrange(1 << 16))
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (Linux's defaults where unreadable)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, below the kernel's ephemeral range.
+
+    A port bound to 0 and released comes from the range outgoing connections draw from: in CI
+    another test's connection took one before Orthanc could listen on it. Each pytest-xdist
+    worker draws from its own slice of the range below, so two workers never pick the same port.
+    """
+    low, _ = ephemeral_port_range()
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    slice_size = (low - LOWEST_PORT) // workers
+    if slice_size < 256:
+        raise OSError(f"ephemeral ports start at {low}: too few ports below it for {workers} test workers")
+    first = LOWEST_PORT + worker * slice_size
+    for _ in range(slice_size):
+        port = first + next(_ports_tried) % slice_size
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free loopback port in {first}-{first + slice_size - 1}")
 
 
 def listen_addresses(port: int) -> set[str]:

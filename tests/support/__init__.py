@@ -22,6 +22,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import create_engine, text
 
+from bench.loopback import free_port
 from scp_node import retrieve
 from scp_node.config import NodeConfig, load_config
 from scp_node.context import NodeContext
@@ -66,12 +67,6 @@ def pydicom_test_file(name: str) -> Path:
 def shared_corpus() -> Path:
     require(SHARED_CORPUS.is_dir(), f"{SHARED_CORPUS} is not present")
     return SHARED_CORPUS
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
