@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Insert, Select, Update, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from scp_node.index.dicom_values import normalized_date, normalized_datetime, normalized_time
-from scp_node.index.models import SERVED, Instance, Patient, Peer, Series, StorageState, Study
+from scp_node.index.models import SERVED, Base, Instance, Patient, Peer, Series, StorageState, Study
 from scp_node.index.slices import slice_location
 
 if TYPE_CHECKING:
@@ -34,54 +35,121 @@ def _fitted(ds: Dataset, keyword: str, column: InstrumentedAttribute[str]) -> st
     return _text(ds, keyword)[: column.type.length]
 
 
-def _patient(session: Session, ds: Dataset) -> Patient:
-    patient_id = _text(ds, "PatientID")
-    patient = session.scalar(select(Patient).where(Patient.patient_id == patient_id))
-    if patient is None:
-        patient = Patient(patient_id=patient_id)
-        session.add(patient)
-    patient.patient_name = _fitted(ds, "PatientName", Patient.patient_name)
-    patient.birth_date = normalized_date(_text(ds, "PatientBirthDate"))
-    patient.sex = _fitted(ds, "PatientSex", Patient.sex)
-    return patient
+def _patient_pk(session: Session, ds: Dataset) -> int:
+    values = {
+        "patient_name": _fitted(ds, "PatientName", Patient.patient_name),
+        "birth_date": normalized_date(_text(ds, "PatientBirthDate")),
+        "sex": _fitted(ds, "PatientSex", Patient.sex),
+    }
+    return _kept_current(session, Patient.patient_id, _text(ds, "PatientID"), values, lambda: {})
 
 
-def _study(session: Session, ds: Dataset) -> Study:
+def _study_pk(session: Session, ds: Dataset) -> int:
+    values = {
+        "study_date": normalized_date(_text(ds, "StudyDate")),
+        "study_time": normalized_time(_text(ds, "StudyTime")),
+        "accession_number": _fitted(ds, "AccessionNumber", Study.accession_number),
+        "study_id": _fitted(ds, "StudyID", Study.study_id),
+        "study_description": _fitted(ds, "StudyDescription", Study.study_description),
+        "referring_physician_name": _fitted(ds, "ReferringPhysicianName", Study.referring_physician_name),
+    }
     uid = _text(ds, "StudyInstanceUID")
-    study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
-    if study is None:
-        study = Study(study_instance_uid=uid, patient=_patient(session, ds))
-        session.add(study)
-    study.study_date = normalized_date(_text(ds, "StudyDate"))
-    study.study_time = normalized_time(_text(ds, "StudyTime"))
-    study.accession_number = _fitted(ds, "AccessionNumber", Study.accession_number)
-    study.study_id = _fitted(ds, "StudyID", Study.study_id)
-    study.study_description = _fitted(ds, "StudyDescription", Study.study_description)
-    study.referring_physician_name = _fitted(ds, "ReferringPhysicianName", Study.referring_physician_name)
-    return study
+    return _kept_current(
+        session, Study.study_instance_uid, uid, values, lambda: {"patient_pk": _patient_pk(session, ds)}
+    )
 
 
-def _series(session: Session, ds: Dataset) -> Series:
-    uid = _text(ds, "SeriesInstanceUID")
-    series = session.scalar(select(Series).where(Series.series_instance_uid == uid))
-    if series is None:
-        series = Series(series_instance_uid=uid, study=_study(session, ds))
-        session.add(series)
-    elif series.study.study_instance_uid != _text(ds, "StudyInstanceUID"):
+def _series_pk(session: Session, ds: Dataset) -> int:
+    """The series row the instance goes under, its values refreshed from `ds`. A new series
+    refreshes its study's values and a new study its patient's: later instances of a series
+    leave the rows above it be."""
+    uid, study_uid = _text(ds, "SeriesInstanceUID"), _text(ds, "StudyInstanceUID")
+    values = {
+        "modality": _fitted(ds, "Modality", Series.modality),
+        "series_number": _fitted(ds, "SeriesNumber", Series.series_number),
+        "series_description": _fitted(ds, "SeriesDescription", Series.series_description),
+    }
+    indexed = session.execute(_series_by_uid(tuple(values)), {"key": uid}).first()
+    if indexed is None:
+        return _inserted(session, Series, series_instance_uid=uid, study_pk=_study_pk(session, ds), **values)
+    pk, indexed_study_uid, *indexed_values = indexed
+    if indexed_study_uid != study_uid:
         log.warning(
             "series %s arrived in study %s but is indexed under study %s; kept there",
             uid,
-            _text(ds, "StudyInstanceUID"),
-            series.study.study_instance_uid,
+            study_uid,
+            indexed_study_uid,
         )
-    series.modality = _fitted(ds, "Modality", Series.modality)
-    series.series_number = _fitted(ds, "SeriesNumber", Series.series_number)
-    series.series_description = _fitted(ds, "SeriesDescription", Series.series_description)
-    return series
+    _write_changes(session, Series, pk, indexed_values, values)
+    return pk
+
+
+def _kept_current(
+    session: Session,
+    key: InstrumentedAttribute[str],
+    value: str,
+    values: dict[str, object],
+    parent: Callable[[], dict[str, object]],
+) -> int:
+    """The primary key of the row whose `key` is `value`, with its `values` brought up to
+    date; inserted with `parent`'s foreign key when there is none."""
+    model = key.class_
+    indexed = session.execute(_row_by_key(model, key.key, tuple(values)), {"key": value}).first()
+    if indexed is None:
+        return _inserted(session, model, **{key.key: value}, **parent(), **values)
+    pk, *indexed_values = indexed
+    _write_changes(session, model, pk, indexed_values, values)
+    return pk
+
+
+# Index writes of a received instance are Core statements built once: the ORM's unit of work
+# and building a statement per call were most of the store handler's index time on slow cores
+# (bench/RESULTS.md, issue 15); running a prepared statement costs a third of building it.
+@cache
+def _series_by_uid(names: tuple[str, ...]) -> Select:
+    """Like `_row_by_key`, with the UID of the study the series is indexed under."""
+    values = (Series.__table__.c[name] for name in names)
+    return (
+        select(Series.id, Study.study_instance_uid, *values)
+        .join(Study)
+        .where(Series.series_instance_uid == bindparam("key"))
+    )
+
+
+@cache
+def _row_by_key(model: type[Base], key: str, names: tuple[str, ...]) -> Select:
+    table = model.__table__
+    return select(table.c.id, *(table.c[name] for name in names)).where(table.c[key] == bindparam("key"))
+
+
+@cache
+def _insert(model: type[Base]) -> Insert:
+    return insert(model.__table__)
+
+
+@cache
+def _update_by_pk(model: type[Base]) -> Update:
+    return update(model.__table__).where(model.__table__.c.id == bindparam("row_pk"))
+
+
+def _inserted(session: Session, model: type[Base], **row: object) -> int:
+    return session.execute(_insert(model), row).inserted_primary_key[0]
+
+
+def _write_changes(
+    session: Session, model: type[Base], pk: int, indexed: list[object], values: dict[str, object]
+) -> None:
+    """Update the row where `values` differ from what is indexed: an unchanged row is not
+    written, so stores into one study do not queue on its row lock."""
+    if indexed != list(values.values()):
+        session.execute(_update_by_pk(model), {"row_pk": pk, **values})
 
 
 def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
-    return session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+    return session.scalar(_INSTANCE_BY_UID, {"uid": sop_instance_uid})
+
+
+_INSTANCE_BY_UID = select(Instance).where(Instance.sop_instance_uid == bindparam("uid"))
 
 
 def unreferenced(session: Session, paths: Iterable[str | Path | None]) -> list[str]:
@@ -111,31 +179,41 @@ def record_received(
     size: int,
     dataset_sha256: str,
     existing: Instance | None,
-) -> Instance:
+) -> None:
     """Insert the instance (or replace `existing`) as received and queued: the caller commits,
-    then enqueues its compress job (the node re-enqueues queued rows at start)."""
-    instance = existing or Instance(sop_instance_uid=_text(ds, "SOPInstanceUID"))
-    instance.sop_class_uid = _text(ds, "SOPClassUID")
-    instance.series = _series(session, ds)
-    instance.instance_number = _fitted(ds, "InstanceNumber", Instance.instance_number)
-    instance.acquisition_datetime = normalized_datetime(
-        _text(ds, "AcquisitionDateTime") or _text(ds, "AcquisitionDate") + _text(ds, "AcquisitionTime")
-    )
-    instance.transfer_syntax_uid = transfer_syntax_uid
-    instance.calling_ae = calling_ae
-    instance.state = StorageState.QUEUED
-    instance.received_size = size
-    instance.dataset_sha256 = dataset_sha256
-    instance.spool_path = spool_path
-    instance.codec = None
-    instance.codec_fallback = False
-    instance.pixel_bytes_in = instance.pixel_bytes_out = instance.stored_size = None
-    instance.blob_path = instance.blob_sha256 = instance.error = None
-    instance.replaced_by_uid = instance.original_expires_at = None  # served again until its job runs
-    instance.slice_grid, instance.slice_position = slice_location(ds) or (None, None)
-    instance.reference_uid, instance.reference_depth = None, 0
-    session.add(instance)
-    return instance
+    then enqueues its compress job (the node re-enqueues queued rows at start).
+
+    A new instance, the common case, is written with Core statements: the ORM's unit of work
+    cost the store handler a third of its CPU on slow cores (bench/RESULTS.md, issue 15). Two
+    stores of one new UID still meet at the unique index; a replacement stays an ORM update of
+    the loaded row, so its version column catches a concurrent compress job."""
+    grid, position = slice_location(ds) or (None, None)
+    values = {
+        "sop_class_uid": _text(ds, "SOPClassUID"),
+        "series_pk": _series_pk(session, ds),
+        "instance_number": _fitted(ds, "InstanceNumber", Instance.instance_number),
+        "acquisition_datetime": normalized_datetime(
+            _text(ds, "AcquisitionDateTime") or _text(ds, "AcquisitionDate") + _text(ds, "AcquisitionTime")
+        ),
+        "transfer_syntax_uid": transfer_syntax_uid,
+        "calling_ae": calling_ae,
+        "state": StorageState.QUEUED,
+        "received_size": size,
+        "dataset_sha256": dataset_sha256,
+        "spool_path": spool_path,
+        "slice_grid": grid,
+        "slice_position": position,
+    }
+    if existing is None:
+        _inserted(session, Instance, sop_instance_uid=_text(ds, "SOPInstanceUID"), version=1, **values)
+        return
+    for name, value in values.items():
+        setattr(existing, name, value)
+    existing.codec, existing.codec_fallback = None, False
+    existing.pixel_bytes_in = existing.pixel_bytes_out = existing.stored_size = None
+    existing.blob_path = existing.blob_sha256 = existing.error = None
+    existing.replaced_by_uid = existing.original_expires_at = None  # served again until its job runs
+    existing.reference_uid, existing.reference_depth = None, 0
 
 
 def instances_to_resume(session: Session) -> Sequence[str]:
