@@ -53,6 +53,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
 
+from scp_node.reactor_waits import wait_for_work
+
 LOGGER = logging.getLogger(__name__)
 _PYNETDICOM_LOG = logging.getLogger("pynetdicom")
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -64,7 +66,8 @@ _P_DATA_TF_HEADER = struct.Struct(">BBIIB")
 
 def prepare_connection(event: Event) -> None:
     """EVT_CONN_OPEN handler: Nagle's algorithm and delayed ACKs off, PDUs described only when
-    the DEBUG log shows them, each message's PDUs sent together."""
+    the DEBUG log shows them, each message's PDUs sent together, reactors that wait for work
+    instead of polling (`scp_node.reactor_waits`)."""
     assoc = event.assoc
     connection = assoc.dul.socket.socket if assoc.dul.socket else None
     if connection is not None:
@@ -75,6 +78,7 @@ def prepare_connection(event: Event) -> None:
         assoc.unbind(evt.EVT_PDU_RECV, standard_pdu_recv_handler)
         assoc.unbind(evt.EVT_PDU_SENT, standard_pdu_sent_handler)
     assoc.dimse.send_msg = partial(send_whole_message, assoc)
+    wait_for_work(assoc)
 
 
 def _receive_acknowledging_at_once(
