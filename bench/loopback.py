@@ -74,13 +74,13 @@ LOWEST_PORT = 10000
 _ports_tried = itertools.count(random.randrange(1 << 16))
 
 
-def ephemeral_port_range() -> tuple[int, int]:
-    """The ports the kernel hands to outgoing connections (Linux's defaults where unreadable)."""
+def lowest_ephemeral_port() -> int:
+    """Where the ports the kernel hands to outgoing connections begin (Linux's default where
+    unreadable)."""
     try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return low, high
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -90,7 +90,7 @@ def free_port() -> int:
     another test's connection took one before Orthanc could listen on it. Each pytest-xdist
     worker draws from its own slice of the range below, so two workers never pick the same port.
     """
-    low, _ = ephemeral_port_range()
+    low = lowest_ephemeral_port()
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
     slice_size = (low - LOWEST_PORT) // workers

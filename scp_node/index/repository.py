@@ -183,10 +183,11 @@ def record_received(
     """Insert the instance (or replace `existing`) as received and queued: the caller commits,
     then enqueues its compress job (the node re-enqueues queued rows at start).
 
-    A new instance, the common case, is written with Core statements: the ORM's unit of work
-    cost the store handler a third of its CPU on slow cores (bench/RESULTS.md, issue 15). Two
-    stores of one new UID still meet at the unique index; a replacement stays an ORM update of
-    the loaded row, so its version column catches a concurrent compress job."""
+    A new instance, the common case, is written with Core statements: through the ORM's unit
+    of work the index step took 8.1-10.1 ms of CPU per instance, so 4.6-5.8 ms (bench/RESULTS.md,
+    issue 15, sixth part). Two stores of one new UID still meet at the unique index; a
+    replacement stays an ORM update of the loaded row, so its version column catches a
+    concurrent compress job."""
     grid, position = slice_location(ds) or (None, None)
     values = {
         "sop_class_uid": _text(ds, "SOPClassUID"),

@@ -11,7 +11,6 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import Engine, event, select
-from sqlalchemy.orm import Session
 
 from scp_node.index.database import create_index_engine, session_factory, upgrade
 from scp_node.index.models import Instance, Patient, Series, StorageState, Study
@@ -131,7 +130,6 @@ def test_a_replaced_instance_keeps_its_row_and_is_queued_again(engine: Engine) -
         session.commit()
         row_id = stored.id
     _record(engine, ds, sha256="b" * 64)
-    session: Session
     with session_factory(engine)() as session:
         replaced = find_instance(session, str(ds.SOPInstanceUID))
         assert replaced is not None

@@ -18,8 +18,9 @@ from scp_node.transport import prepare_connection
 
 @pytest.fixture(params=["acceptor", "requestor"])
 def associations(request: pytest.FixtureRequest) -> Iterator[tuple[Association, Association]]:
-    """(the requestor's association, the acceptor's); one of them, the parameter, prepared as
-    the node prepares its own (it accepts associations and opens them: C-MOVE, commitment)."""
+    """(the requestor's association, the side prepared as the node prepares its own: the
+    acceptor or the requestor, the parameter; the node accepts associations and opens them for
+    C-MOVE and commitment reports)."""
     prepared = [(evt.EVT_CONN_OPEN, prepare_connection)]
     scp = AE(ae_title="NODE")
     scp.add_supported_context(Verification)
@@ -39,7 +40,7 @@ def associations(request: pytest.FixtureRequest) -> Iterator[tuple[Association, 
         deadline = time.monotonic() + 5
         while not server.active_associations and time.monotonic() < deadline:
             time.sleep(0.01)
-        yield requestor, server.active_associations[0]
+        yield requestor, server.active_associations[0] if request.param == "acceptor" else requestor
     finally:
         requestor.release()
         server.shutdown()
@@ -59,10 +60,9 @@ def _counted(owner: object, name: str) -> list[int]:
 
 
 def test_an_idle_association_wakes_its_reactors_only_on_their_clock(
-    associations: tuple[Association, Association], request: pytest.FixtureRequest
+    associations: tuple[Association, Association],
 ) -> None:
-    requestor, acceptor = associations
-    prepared = acceptor if request.node.callspec.params["associations"] == "acceptor" else requestor
+    _, prepared = associations
     dul_turns = _counted(prepared.dul, "_is_transport_event")  # once per turn of the DUL reactor
     association_turns = _counted(prepared.dimse, "get_msg")  # once per turn of the association's
     idle_s = 1.0
