@@ -17,7 +17,6 @@ from pydicom.uid import (
     UID_dictionary,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config, dimse_messages, evt
-from pynetdicom._validators import validate_ui
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification, register_uid, uid_to_service_class
@@ -36,6 +35,7 @@ from scp_node.negotiation import MESSAGE_SYNTAXES, RECEIVED_SYNTAXES
 from scp_node.storage.lock import DataDirInUse, DataDirLock
 from scp_node.tls import server_context
 from scp_node.transport import prepare_connection
+from scp_node.uid_checks import remember_uid_checks
 from workers.queue import JobQueue
 from workers.retention import purge_expired_originals
 
@@ -78,19 +78,13 @@ def receive_transfers_into(folder: Path) -> None:
     dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=folder)
 
 
-_checked_uid = functools.lru_cache(maxsize=65536)(validate_ui)
-
-
 def build_ae(context: NodeContext) -> AE:
     network = context.config.network
     # Receive C-STORE data sets straight to files in the spool's incoming/ folder (same disk,
     # so accepting one is a rename), and send stored files without decoding them.
     _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = True
-    # Requesters propose every storage class with its syntaxes (dcmtk's getscu: thousands of
-    # UIDs per association) and each is checked by a regex: about 15 ms of CPU per association
-    # for the same few hundred UIDs each time.
-    _config.VALIDATORS["UI"] = _checked_uid
+    remember_uid_checks()
     receive_transfers_into(context.spool.incoming)
     register_storage_classes()
 
