@@ -1,8 +1,9 @@
 """The learned codec: bit-exact on real images of every bit depth and odd sizes, colour and
 frames; decode on another thread count than the encode and on the CPU of a GPU encode; series
-mode against a reference slice, refused without it; damage, foreign weights and version 1
-payloads refused; the node keeps it only where it beats the standard codecs,
-and storescu -> learned -> getscu returns every instance byte for byte."""
+mode against a reference slice, refused without it; a tile coded whole by the standard codec
+where that is smaller; damage, foreign weights and version 1 payloads refused; the node keeps
+it only where it beats the standard codecs, and storescu -> learned -> getscu returns every
+instance byte for byte."""
 
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def _tiny_weights(path: Path, seed: int) -> Path:
             torch.nn.init.normal_(head.project.pointwise.weight, std=0.3)
     save_weights(model, path, {})
     return path
+
+
+@pytest.fixture(autouse=True)
+def learned_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles start from level 1 at least, so that the learned stages code them: the tiny
+    untrained model would lose every tile to the standard codec coding it whole."""
+    monkeypatch.setattr(learned_codec, "LOWEST_TOP", 1)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +130,31 @@ def test_decode_on_another_thread_count_than_the_encode(weights: Path) -> None:
         assert codec.encode(samples, desc) == payload
     finally:
         torch.set_num_threads(threads)
+
+
+def _tops(codec: LearnedCodec, payload: bytes) -> list[int]:
+    """The level each tile stream of `payload` starts from."""
+    return [stream[0] for stream in codec._parse(payload)[0]]
+
+
+def test_a_tile_is_coded_whole_where_its_learned_stages_lose(
+    weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crop of a real CT slice with a flat band pasted in. With whole tiles allowed, tiles
+    start at level 0 where that is smaller, the payload shrinks, and it decodes bit-exact
+    whatever the encoder's option is at decode time."""
+    samples, desc = _ct(12, 150, 120)
+    samples[0, :, :60, 0] = 1000
+    codec = LearnedCodec(weights=str(weights), tile=TILE)
+    staged = codec.encode(samples, desc)
+    monkeypatch.setattr(learned_codec, "LOWEST_TOP", 0)
+    payload = codec.encode(samples, desc)
+    assert 0 not in _tops(codec, staged)
+    assert 0 in _tops(codec, payload)
+    assert len(payload) < len(staged)
+    assert np.array_equal(codec.decode(payload, desc), samples)
+    monkeypatch.setattr(learned_codec, "LOWEST_TOP", 1)  # decoding does not depend on it
+    assert np.array_equal(codec.decode(payload, desc), samples)
 
 
 def _slices() -> tuple[np.ndarray, np.ndarray, ImageDescription]:
