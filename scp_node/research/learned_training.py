@@ -159,8 +159,10 @@ def train(
     training: TrainingConfig,
     model_config: ModelConfig | None = None,
     device: str | None = None,
+    start_from: Path | None = None,
 ) -> dict[str, float]:
-    """Train (or resume) to `training.steps`; returns the last step and its bits per sub-pixel."""
+    """Train (or resume) to `training.steps`; returns the last step and its bits per sub-pixel.
+    A new checkpoint's model starts from the weights in `start_from` where given."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     state = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint.exists() else None
     config = ModelConfig(**state["model_config"]) if state else (model_config or ModelConfig())
@@ -184,6 +186,8 @@ def train(
         step, seconds = state["step"], state.get("training_seconds", 0.0)
         generator.setstate(state["python_random"])
         log.info("resumed %s at step %d", checkpoint, step)
+    elif start_from is not None:
+        _start_from(model, start_from)
     _truncate_curve(curve, step)
     window: dict[str, list[float]] = {"single": [], "series": []}
     last: dict[str, float] = {"step": step}
@@ -267,6 +271,20 @@ def _truncate_curve(curve: Path, step: int) -> None:
     partial.replace(curve)
 
 
+def _start_from(model: PyramidModel, weights: Path) -> None:
+    """Load a weight file into a new model that may have layers more (they keep their zero
+    start); anything else that differs is refused."""
+    contents = torch.load(weights, map_location="cpu", weights_only=False)
+    try:
+        missing, unexpected = model.load_state_dict(contents["model"], strict=False)
+    except RuntimeError as exc:  # a layer of another shape
+        raise TrainingRefused(f"{weights} does not fit this model: {exc}") from exc
+    added = [name for name in missing if ".skip." not in name]
+    if added or unexpected:
+        raise TrainingRefused(f"{weights} does not fit this model: {', '.join(added + unexpected)}")
+    log.info("started from %s (%d layers new)", weights, len(missing))
+
+
 def _save(
     checkpoint: Path,
     model: PyramidModel,
@@ -311,6 +329,15 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     parser.add_argument("--channels", type=int, default=ModelConfig().channels, help="new checkpoints only")
     parser.add_argument("--blocks", type=int, default=ModelConfig().blocks, help="new checkpoints only")
+    parser.add_argument(
+        "--residual-skip", action="store_true", help="new checkpoints only: pass heads with a linear skip"
+    )
+    parser.add_argument(
+        "--start-from",
+        type=Path,
+        help="new checkpoints only: start from these weights (a weight file of the same channels and "
+        "blocks; layers they lack, such as the skips, start at zero)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -319,8 +346,9 @@ def main() -> None:
         args.folders,
         args.checkpoint,
         training,
-        ModelConfig(channels=args.channels, blocks=args.blocks),
+        ModelConfig(channels=args.channels, blocks=args.blocks, residual_skip=args.residual_skip),
         "cpu",
+        start_from=args.start_from,
     )
     print(json.dumps(result))
 

@@ -7,6 +7,7 @@ instance byte for byte."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import shutil
@@ -44,15 +45,17 @@ TILE = 64  # small tiles: every test image spans several, with partial edge tile
 TINY = ModelConfig(channels=4, blocks=1, components=2)
 
 
-def _tiny_weights(path: Path, seed: int) -> Path:
+def _tiny_weights(path: Path, seed: int, config: ModelConfig = TINY) -> Path:
     """A tiny model whose output layers are random instead of zero, so that its predictions
     depend on every input (the reference slice included): losslessness and determinism must not
     depend on training."""
     torch.manual_seed(seed)
-    model = PyramidModel(TINY)
+    model = PyramidModel(config)
     for stage in model.stages:
         for head in stage.heads:
             torch.nn.init.normal_(head.project.pointwise.weight, std=0.3)
+            if head.skip is not None:
+                torch.nn.init.normal_(head.skip.weight, std=0.3)
     save_weights(model, path, {})
     return path
 
@@ -87,6 +90,15 @@ def test_round_trip_is_exact_at_every_bit_depth(weights: Path, bit_depth: int) -
     samples, desc = _ct(bit_depth)
     codec = LearnedCodec(weights=str(weights), tile=TILE)
     assert np.array_equal(codec.decode(codec.encode(samples, desc), desc), samples)
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_a_model_with_skips_round_trips_on_another_thread_count(tmp_path: Path, bit_depth: int) -> None:
+    weights = _tiny_weights(tmp_path / "skips.pt", 1, dataclasses.replace(TINY, residual_skip=True))
+    samples, desc = _ct(bit_depth, 150, 120)
+    payload = LearnedCodec(weights=str(weights), tile=TILE, threads=1).encode(samples, desc)
+    decoder = LearnedCodec(weights=str(weights), tile=TILE, threads=3)
+    assert np.array_equal(decoder.decode(payload, desc), samples)
 
 
 def test_round_trip_is_exact_on_a_real_mammogram(weights: Path) -> None:

@@ -4,6 +4,7 @@ pixel, and training that lowers the bits of a real image (alone and given its ne
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -128,3 +129,37 @@ def test_a_reference_slice_reaches_the_predictors_and_the_loss_still_falls() -> 
         assert stage.features.head.weight.grad[:, reference_columns].abs().sum() > 0
         for head in stage.heads:
             assert head.merge.weight.grad[:, -1].abs().sum() > 0  # the reference's own sub-pixel
+
+
+def test_skips_start_at_zero_so_a_warm_start_codes_as_its_weights() -> None:
+    """A model with `residual_skip` loaded from weights without it gives the same bits."""
+    torch.manual_seed(0)
+    patch, bit_depth = _ct_patch(32)
+    plain = PyramidModel(TINY)
+    for stage in plain.stages:
+        for head in stage.heads:
+            torch.nn.init.normal_(head.project.pointwise.weight, std=0.3)
+    skipped = PyramidModel(dataclasses.replace(TINY, residual_skip=True))
+    missing, unexpected = skipped.load_state_dict(plain.state_dict(), strict=False)
+    assert unexpected == [] and missing and all(".skip." in name for name in missing)
+    with torch.no_grad():
+        assert float(skipped.bits(patch, bit_depth)[0]) == float(plain.bits(patch, bit_depth)[0])
+
+
+def test_the_skip_learns_from_the_earlier_sub_pixels_where_the_head_is_deaf() -> None:
+    """Heads whose non-linear layers pass nothing (all-zero, frozen merge weights, as a head
+    that went deaf) still get a gradient from the earlier sub-pixels through the skip."""
+    torch.manual_seed(0)
+    patch, bit_depth = _ct_patch(32)
+    model = PyramidModel(dataclasses.replace(TINY, residual_skip=True))
+    for stage in model.stages:
+        for head in stage.heads:
+            torch.nn.init.zeros_(head.merge.weight)
+            head.merge.weight.requires_grad_(False)
+    model.zero_grad()
+    model.bits(patch, bit_depth)[0].backward()
+    for stage in model.stages:
+        for head in stage.heads[1:]:  # pass 0 has no earlier sub-pixel (and no reference here)
+            assert head.skip.weight.grad[:, :-1].abs().sum() > 0
+    before, after = _train(model, patch, bit_depth, None)
+    assert after < before

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from scp_node.imaging.codecs.learned.model import ModelConfig, PyramidModel
+from scp_node.imaging.codecs.learned.zoo import save_weights
 from scp_node.research.image_corpus import load_corpus, slice_pairs, split_by_patient
 from scp_node.research.learned_training import TrainingConfig, TrainingRefused, learning_rate_at, train
 from tests.support import pydicom_test_file, shared_corpus
@@ -71,3 +73,28 @@ def test_slice_pairs_follow_the_slice_normal_and_whole_series_stay_on_one_side()
     assert all(abs(gap - gaps[0]) < 0.01 and abs(gap) > 1 for gap in gaps)  # 6.5 mm, in order
     split = split_by_patient(corpus.images)
     assert not split.held_out or not split.train  # one patient: the series is never cut
+
+
+def test_a_run_with_skips_starts_from_weights_without_them(tmp_path: Path) -> None:
+    """--start-from: the new run's model holds the given weights, its skips at zero; weights
+    of another shape are refused."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "CT_small.dcm").write_bytes(pydicom_test_file("CT_small.dcm").read_bytes())
+    torch.manual_seed(0)
+    start = PyramidModel(ModelConfig(channels=4, blocks=1))
+    save_weights(start, tmp_path / "start.pt", {})
+    training = TrainingConfig(steps=1, patch=32, batch=2, learning_rate=0.0, final_learning_rate=0.0)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    skipped = ModelConfig(channels=4, blocks=1, residual_skip=True)
+    train([folder], checkpoint, training, skipped, "cpu", start_from=tmp_path / "start.pt")
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["model_config"]["residual_skip"] is True
+    for name, value in start.state_dict().items():
+        assert torch.equal(saved["model"][name], value), name
+    skips = [value for name, value in saved["model"].items() if ".skip." in name]
+    assert skips and all(not value.any() for value in skips)
+    with pytest.raises(TrainingRefused, match="does not fit"):
+        wider = ModelConfig(channels=8, blocks=1, residual_skip=True)
+        other = tmp_path / "other" / "checkpoint.pt"
+        train([folder], other, training, wider, "cpu", start_from=tmp_path / "start.pt")
